@@ -1,0 +1,218 @@
+"""The command line: one thin function per command (parse, call, render).
+
+Heavy modules (requests for arXiv, torch for reproduce) are imported inside the commands that
+need them, so `list`, `summary`, `show` and `search` start close to the interpreter's floor.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from papercli import __version__, render
+from papercli.errors import PapercliError, UsageError
+
+app = typer.Typer(
+    name="papercli",
+    help="Track machine-learning papers and reproduce their central claims.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def command(*args, **kwargs):
+    """app.command, plus: a PapercliError becomes one line on stderr and its exit code."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            try:
+                return fn(*a, **k)
+            except PapercliError as exc:
+                render.error(str(exc))
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:
+                render.error("interrupted")
+                raise typer.Exit(130) from None
+            except BrokenPipeError:  # `papercli list | head`
+                sys.stderr.close()
+                raise typer.Exit(0) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"papercli {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Track machine-learning papers and reproduce their central claims."""
+
+
+def _registry():
+    from papercli.registry import Registry
+
+    return Registry.load()
+
+
+class Field(str, Enum):
+    language = "language"
+    vision = "vision"
+    general = "general"
+
+
+class SortKey(str, Enum):
+    year = "year"
+    title = "title"
+    id = "id"
+
+
+# ----------------------------------------------------------------------------- light commands
+@command("list")
+def list_papers(
+    field: Annotated[Field | None, typer.Option("--field", "-f", help="Only this field.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only papers with this tag.")] = None,
+    year: Annotated[int | None, typer.Option("--year", help="Only this year.")] = None,
+    since: Annotated[int | None, typer.Option("--since", help="Only this year and later.")] = None,
+    sort: Annotated[SortKey, typer.Option("--sort", help="Sort order.")] = SortKey.year,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """List the papers in the registry."""
+    from papercli.registry import sort_papers
+
+    if year is not None and since is not None:
+        raise UsageError("--year and --since exclude each other")
+    papers = _registry().filter(field=field.value if field else None, tag=tag, year=year, since=since)
+    papers = sort_papers(papers, sort.value)
+    if as_json:
+        render.print_json([
+            {"id": p.id, "title": p.title, "year": p.year, "date": p.date, "field": p.field,
+             "arxiv": p.arxiv, "tags": p.tags, "authors": p.authors}
+            for p in papers
+        ])
+        return
+    render.paper_list(papers)
+
+
+def _local_extras(paper) -> dict[str, str]:
+    """What `fetch` cached for this paper: the arXiv abstract and the PDF's path."""
+    from papercli import cache
+
+    return cache.extras_for(paper)
+
+
+@command("summary")
+def summary(paper_id: Annotated[str, typer.Argument(metavar="ID", help="Id, alias or arXiv id.")]) -> None:
+    """Show a paper's summary, key points and claims."""
+    paper = _registry().get(paper_id)
+    render.paper_summary(paper, _local_extras(paper))
+
+
+@command("show")
+def show(
+    paper_id: Annotated[str, typer.Argument(metavar="ID", help="Id, alias or arXiv id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show every field of a paper."""
+    paper = _registry().get(paper_id)
+    extras = _local_extras(paper)
+    if as_json:
+        data = paper.to_dict()
+        data["local"] = extras
+        render.print_json(data)
+        return
+    render.paper_detail(paper, extras)
+
+
+@command("search")
+def search(
+    query: Annotated[list[str], typer.Argument(help="Words to look for.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most results shown.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Search titles, aliases, tags and summaries; best matches first."""
+    results = _registry().search(" ".join(query), limit=limit)
+    if as_json:
+        render.print_json([{"score": s, "id": p.id, "title": p.title, "year": p.year} for s, p in results])
+        return
+    if not results:
+        render.error(f"no paper matches '{' '.join(query)}'")
+        raise typer.Exit(1)
+    render.table(("score", "id", "year", "title"), [(s, p.id, p.year, p.title) for s, p in results],
+                 styles=("dim", "cyan", None, None))
+
+
+@command("bib")
+def bib(
+    paper_ids: Annotated[list[str] | None, typer.Argument(metavar="ID...", help="Papers to export.")] = None,
+    all_papers: Annotated[bool, typer.Option("--all", help="Export every paper.")] = False,
+) -> None:
+    """Print BibTeX entries."""
+    from papercli.bibtex import bibliography
+
+    reg = _registry()
+    if all_papers == bool(paper_ids):
+        raise UsageError("give paper ids or --all (not both)")
+    papers = reg.papers if all_papers else [reg.get(i) for i in paper_ids or []]
+    sys.stdout.write(bibliography(sorted(papers, key=lambda p: p.id) if all_papers else papers))
+
+
+@command("validate")
+def validate(
+    path: Annotated[Path | None, typer.Argument(help="A registry folder or file (default: all registries).")] = None,
+) -> None:
+    """Check registry files: schema, unknown fields, duplicates, file names, recipes."""
+    from papercli import paths
+    from papercli.registry import duplicate_problems, load_file, validate_directory
+    from papercli.reproduce.catalog import recipe_names
+
+    known = recipe_names()
+    if path is not None and path.is_file():
+        checked, problems = 1, []
+        try:
+            paper = load_file(path)
+            problems = duplicate_problems([paper])
+            if paper.reproduce and paper.reproduce.recipe not in known:
+                from papercli.errors import RegistryError
+
+                problems.append(RegistryError(path, f"unknown recipe '{paper.reproduce.recipe}'", field="reproduce.recipe"))
+        except PapercliError as exc:
+            problems = [exc]
+    elif path is not None and not path.exists():
+        raise UsageError(f"no such file or folder: {path}")
+    else:
+        dirs = [path] if path is not None else [paths.bundled_registry(), paths.user_registry()]
+        checked, problems = 0, []
+        for d in dirs:
+            n, found = validate_directory(d, known)
+            checked += n
+            problems += found
+    for problem in problems:
+        sys.stdout.write(f"{problem}\n")
+    if problems:
+        render.error(f"{len(problems)} problem(s) in {checked} file(s)")
+        raise typer.Exit(1)
+    render.info(f"ok: {checked} file(s) valid")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

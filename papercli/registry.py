@@ -1,0 +1,544 @@
+"""The paper registry: schema, loading and validation of YAML files, lookup, filters and search.
+
+This module never imports torch or numpy: every light command stops here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from papercli import paths
+from papercli.errors import RegistryError, UnknownPaperError
+
+try:  # libyaml's C loader is ~10x faster; fall back to the pure-Python safe loader.
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+FIELDS = ("language", "vision", "general")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# arXiv identifiers: new style 2010.11929 (4 or 5 digits after the dot), old style hep-ex/0406020.
+ARXIV_RE = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Z]{2})?/\d{7})$")
+ARXIV_VERSIONED_RE = re.compile(
+    r"^(?P<id>\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Z]{2})?/\d{7})(?P<version>v\d+)?$"
+)
+DATE_RE = re.compile(r"^\d{4}-\d{2}(?:-\d{2})?$")
+URL_KEYS = ("abs", "pdf", "code", "blog", "project")
+CHECK_OPS = (">=", ">", "<=", "<", "==")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One number the paper reports, with the setting it holds in and where the paper says it."""
+
+    name: str
+    metric: str
+    value: float
+    setting: str
+    source: str
+    unit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What a reproduction run must measure for the verdict 'reproduced'."""
+
+    metric: str
+    op: str
+    value: float
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reproduce:
+    recipe: str
+    scales: dict[str, str]
+    data: dict[str, str]
+    checks: tuple[Check, ...]
+
+
+@dataclass(slots=True)
+class Paper:
+    id: str
+    title: str
+    authors: list[str]
+    year: int
+    field: str
+    summary: str
+    date: str = ""
+    venue: str = ""
+    tags: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    arxiv: str | None = None
+    arxiv_category: str = ""
+    urls: dict[str, str] = field(default_factory=dict)
+    key_points: list[str] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+    reproduce: Reproduce | None = None
+    source: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON-able data (what `show --json` prints)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "title": self.title,
+            "authors": list(self.authors),
+            "year": self.year,
+            "date": self.date,
+            "venue": self.venue,
+            "field": self.field,
+            "tags": list(self.tags),
+            "aliases": list(self.aliases),
+            "arxiv": self.arxiv,
+            "arxiv_category": self.arxiv_category,
+            "urls": dict(self.urls),
+            "summary": self.summary,
+            "key_points": list(self.key_points),
+            "claims": [
+                {
+                    "name": c.name,
+                    "metric": c.metric,
+                    "value": c.value,
+                    "unit": c.unit,
+                    "setting": c.setting,
+                    "source": c.source,
+                }
+                for c in self.claims
+            ],
+            "reproduce": None,
+            "source": str(self.source) if self.source else None,
+        }
+        if self.reproduce:
+            r = self.reproduce
+            out["reproduce"] = {
+                "recipe": r.recipe,
+                "scales": dict(r.scales),
+                "data": dict(r.data),
+                "checks": [
+                    {"metric": c.metric, "op": c.op, "value": c.value, "why": c.why}
+                    for c in r.checks
+                ],
+            }
+        return out
+
+    @property
+    def abs_url(self) -> str | None:
+        if "abs" in self.urls:
+            return self.urls["abs"]
+        return f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else None
+
+    @property
+    def pdf_url(self) -> str | None:
+        if "pdf" in self.urls:
+            return self.urls["pdf"]
+        return f"https://arxiv.org/pdf/{self.arxiv}" if self.arxiv else None
+
+
+# ----------------------------------------------------------------------------- schema checks
+class _Problem(Exception):
+    """A schema problem inside one field; the loader adds the file and line."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(message)
+
+
+def _type_name(value: object) -> str:
+    return {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a mapping",
+            bool: "a boolean", type(None): "empty"}.get(type(value), type(value).__name__)
+
+
+def _str(name: str, value: object, *, empty_ok: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _Problem(name, f"must be a string, got {_type_name(value)}")
+    value = value.strip()
+    if not value and not empty_ok:
+        raise _Problem(name, "must not be empty")
+    return value
+
+
+def _str_list(name: str, value: object) -> list[str]:
+    if not isinstance(value, list):
+        raise _Problem(name, f"must be a list of strings, got {_type_name(value)}")
+    return [_str(f"{name}[{i}]", item) for i, item in enumerate(value)]
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Problem(name, f"must be a number, got {_type_name(value)}")
+    return value
+
+
+def _mapping(name: str, value: object, allowed: Iterable[str], required: Iterable[str] = ()) -> dict:
+    if not isinstance(value, dict):
+        raise _Problem(name, f"must be a mapping, got {_type_name(value)}")
+    allowed = tuple(allowed)
+    for key in value:
+        if key not in allowed:
+            raise _Problem(f"{name}.{key}", f"unknown field (allowed: {', '.join(allowed)})")
+    for key in required:
+        if key not in value:
+            raise _Problem(f"{name}.{key}", "is required")
+    return value
+
+
+def _slug(name: str, value: object) -> str:
+    text = _str(name, value)
+    if not SLUG_RE.match(text):
+        raise _Problem(name, f"'{text}' is not a slug (lowercase letters, digits and '-')")
+    return text
+
+
+def _arxiv(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float | int):
+        raise _Problem(name, f"must be a quoted string (YAML read {value!r} as a number: write '{value}')")
+    text = _str(name, value)
+    if not ARXIV_RE.match(text):
+        raise _Problem(name, f"'{text}' is not an arXiv id without version (e.g. 2010.11929, hep-ex/0406020)")
+    return text
+
+
+def _date(name: str, value: object) -> str:
+    if isinstance(value, dt.date):  # YAML turns an unquoted 2020-10-22 into a date
+        return value.isoformat()
+    text = _str(name, value)
+    if not DATE_RE.match(text):
+        raise _Problem(name, f"'{text}' is not a date (YYYY-MM or YYYY-MM-DD)")
+    return text
+
+
+def _claim(name: str, value: object) -> Claim:
+    data = _mapping(name, value, ("name", "metric", "value", "unit", "setting", "source"),
+                    ("name", "metric", "value", "setting", "source"))
+    return Claim(
+        name=_str(f"{name}.name", data["name"]),
+        metric=_str(f"{name}.metric", data["metric"]),
+        value=_number(f"{name}.value", data["value"]),
+        unit=_str(f"{name}.unit", data.get("unit", ""), empty_ok=True),
+        setting=_str(f"{name}.setting", data["setting"]),
+        source=_str(f"{name}.source", data["source"]),
+    )
+
+
+def _check(name: str, value: object) -> Check:
+    data = _mapping(name, value, ("metric", "op", "value", "why"), ("metric", "op", "value"))
+    op = _str(f"{name}.op", data["op"])
+    if op not in CHECK_OPS:
+        raise _Problem(f"{name}.op", f"'{op}' is not one of {', '.join(CHECK_OPS)}")
+    return Check(
+        metric=_str(f"{name}.metric", data["metric"]),
+        op=op,
+        value=_number(f"{name}.value", data["value"]),
+        why=_str(f"{name}.why", data.get("why", ""), empty_ok=True),
+    )
+
+
+def _str_map(name: str, value: object, allowed: Iterable[str]) -> dict[str, str]:
+    data = _mapping(name, value, allowed)
+    return {k: _str(f"{name}.{k}", v) for k, v in data.items()}
+
+
+def _reproduce(name: str, value: object) -> Reproduce:
+    data = _mapping(name, value, ("recipe", "scales", "data", "checks"), ("recipe", "checks"))
+    checks = data["checks"]
+    if not isinstance(checks, list) or not checks:
+        raise _Problem(f"{name}.checks", "must be a non-empty list")
+    return Reproduce(
+        recipe=_slug(f"{name}.recipe", data["recipe"]).replace("-", "_"),
+        scales=_str_map(f"{name}.scales", data.get("scales", {}), ("mini", "paper")),
+        data=_str_map(f"{name}.data", data.get("data", {}), ("mini", "paper")),
+        checks=tuple(_check(f"{name}.checks[{i}]", c) for i, c in enumerate(checks)),
+    )
+
+
+def _list_of(name: str, value: object, item: Callable[[str, object], Any]) -> list:
+    if not isinstance(value, list):
+        raise _Problem(name, f"must be a list, got {_type_name(value)}")
+    return [item(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+# name -> (required, parser). The order is the order `show` prints and `add` writes.
+SCHEMA: dict[str, tuple[bool, Callable[[str, object], Any]]] = {
+    "id": (True, _slug),
+    "title": (True, _str),
+    "authors": (True, _str_list),
+    "year": (True, lambda n, v: _int(n, v)),
+    "date": (False, _date),
+    "venue": (False, _str),
+    "field": (True, lambda n, v: _choice(n, v, FIELDS)),
+    "tags": (False, lambda n, v: [t.lower() for t in _str_list(n, v)]),
+    "aliases": (False, _str_list),
+    "arxiv": (False, _arxiv),
+    "arxiv_category": (False, _str),
+    "urls": (False, lambda n, v: _str_map(n, v, URL_KEYS)),
+    "summary": (True, _str),
+    "key_points": (False, _str_list),
+    "claims": (False, lambda n, v: _list_of(n, v, _claim)),
+    "reproduce": (False, _reproduce),
+}
+
+
+def _int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Problem(name, f"must be an integer, got {_type_name(value)}")
+    return value
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    text = _str(name, value)
+    if text not in choices:
+        raise _Problem(name, f"'{text}' is not one of {', '.join(choices)}")
+    return text
+
+
+def paper_from_dict(data: object, source: Path | None = None) -> Paper:
+    """Validate one parsed document and build a Paper; raises _Problem on the first bad field."""
+    if not isinstance(data, dict):
+        raise _Problem("", f"the file must hold a mapping of fields, got {_type_name(data)}")
+    for key in data:
+        if key not in SCHEMA:
+            near = difflib.get_close_matches(str(key), SCHEMA, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise _Problem(str(key), f"unknown field{hint}")
+    values: dict[str, Any] = {}
+    for name, (required, parse) in SCHEMA.items():
+        if name not in data or data[name] is None:
+            if required:
+                raise _Problem(name, "is required")
+            continue
+        values[name] = parse(name, data[name])
+    date = values.get("date", "")
+    if date and int(date[:4]) != values["year"]:
+        raise _Problem("date", f"year {date[:4]} does not match year {values['year']}")
+    return Paper(source=source, **values)
+
+
+def _line_of(text: str, field_path: str) -> int | None:
+    """1-based line of the YAML node a problem is in, following 'claims[0].value' down the tree.
+
+    Only computed when reporting an error, so loading stays fast."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", field_path):
+        if isinstance(node, yaml.MappingNode) and not part.startswith("["):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and part.startswith("["):
+            index = int(part[1:-1])
+            if index >= len(node.value):
+                break
+            node = node.value[index]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def load_file(path: Path) -> Paper:
+    """Load and validate one registry file. Every failure is a RegistryError naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError(path, f"cannot read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader, see above
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise RegistryError(path, f"malformed YAML: {problem}", line=line) from None
+    except yaml.YAMLError as exc:
+        raise RegistryError(path, f"malformed YAML: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp YAML cannot build
+        raise RegistryError(path, f"malformed YAML: {exc}") from None
+    try:
+        paper = paper_from_dict(data, source=path)
+    except _Problem as p:
+        raise RegistryError(path, p.message, field=p.field or None, line=_line_of(text, p.field)) from None
+    if paper.id != path.stem:
+        raise RegistryError(path, f"id '{paper.id}' does not match the file name '{path.stem}'",
+                            field="id", line=_line_of(text, "id"))
+    return paper
+
+
+# ----------------------------------------------------------------------------- the registry
+def _registry_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+
+
+def duplicate_problems(papers: Iterable[Paper]) -> list[RegistryError]:
+    """Ids, aliases and arXiv ids must each name one paper."""
+    problems: list[RegistryError] = []
+    seen: dict[str, Paper] = {}
+    seen_arxiv: dict[str, Paper] = {}
+    for paper in papers:
+        keys = [("id", paper.id)] + [("aliases", a) for a in paper.aliases]
+        for field_name, key in keys:
+            norm = key.lower()
+            other = seen.get(norm)
+            if other is not None and other is not paper:
+                problems.append(RegistryError(paper.source, f"'{key}' is already used by {other.source}", field=field_name))
+            seen.setdefault(norm, paper)
+        if paper.arxiv:
+            other = seen_arxiv.get(paper.arxiv)
+            if other is not None:
+                problems.append(RegistryError(paper.source, f"arXiv id {paper.arxiv} is already used by {other.source}", field="arxiv"))
+            seen_arxiv.setdefault(paper.arxiv, paper)
+    return problems
+
+
+def validate_directory(directory: Path, known_recipes: Iterable[str] | None = None) -> tuple[int, list[RegistryError]]:
+    """Check every file of one registry directory; return (files checked, problems)."""
+    files = _registry_files(directory)
+    problems: list[RegistryError] = []
+    papers: list[Paper] = []
+    for path in files:
+        try:
+            papers.append(load_file(path))
+        except RegistryError as exc:
+            problems.append(exc)
+    problems.extend(duplicate_problems(papers))
+    if known_recipes is not None:
+        known = set(known_recipes)
+        for p in papers:
+            if p.reproduce and p.reproduce.recipe not in known:
+                problems.append(RegistryError(p.source, f"unknown recipe '{p.reproduce.recipe}'", field="reproduce.recipe"))
+    return len(files), problems
+
+
+def _squash(text: str) -> str:
+    """'Flash-Attention 2' and 'flashattention2' meet here."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def normalize_arxiv(text: str) -> tuple[str, str | None] | None:
+    """'arXiv:2010.11929v2' or an abs/pdf URL -> ('2010.11929', 'v2'); None if it is no arXiv id."""
+    t = text.strip()
+    t = re.sub(r"^(?:https?://)?(?:www\.|export\.)?arxiv\.org/(?:abs|pdf)/", "", t, flags=re.I)
+    t = re.sub(r"^arxiv:", "", t, flags=re.I)
+    t = re.sub(r"\.pdf$", "", t, flags=re.I).strip("/")
+    m = ARXIV_VERSIONED_RE.match(t)
+    if not m:
+        return None
+    return m.group("id"), m.group("version")
+
+
+class Registry:
+    """The bundled registry with the user's own layered over it (a user file wins by id)."""
+
+    def __init__(self, papers: list[Paper]):
+        self.papers = papers
+        self._index: dict[str, Paper] = {}
+        for paper in papers:
+            keys = [paper.id, *paper.aliases]
+            for key in keys:
+                self._index.setdefault(key.lower(), paper)
+                self._index.setdefault(_squash(key), paper)
+            if paper.arxiv:
+                self._index.setdefault(paper.arxiv.lower(), paper)
+
+    @classmethod
+    def load(cls, directories: Iterable[Path] | None = None) -> Registry:
+        if directories is None:
+            directories = (paths.bundled_registry(), paths.user_registry())
+        by_id: dict[str, Paper] = {}
+        for directory in directories:
+            for path in _registry_files(directory):
+                paper = load_file(path)
+                by_id[paper.id] = paper  # later directories override earlier ones
+        papers = list(by_id.values())
+        dups = duplicate_problems(papers)
+        if dups:
+            raise dups[0]
+        return cls(papers)
+
+    def get(self, query: str) -> Paper:
+        q = query.strip()
+        arxiv = normalize_arxiv(q)
+        candidates = [q.lower(), _squash(q)] + ([arxiv[0].lower()] if arxiv else [])
+        for key in candidates:
+            if key and key in self._index:
+                return self._index[key]
+        names = sorted({p.id for p in self.papers} | {a.lower() for p in self.papers for a in p.aliases})
+        near = difflib.get_close_matches(q.lower(), names, n=3, cutoff=0.6)
+        # report ids, not aliases, so the suggestion can be typed back as is
+        suggestions = list(dict.fromkeys(self._index[n].id if n in self._index else n for n in near))
+        raise UnknownPaperError(query, suggestions)
+
+    def filter(self, *, field: str | None = None, tag: str | None = None, year: int | None = None,
+               since: int | None = None) -> list[Paper]:
+        out = self.papers
+        if field:
+            out = [p for p in out if p.field == field]
+        if tag:
+            t = tag.lower()
+            out = [p for p in out if t in p.tags]
+        if year is not None:
+            out = [p for p in out if p.year == year]
+        if since is not None:
+            out = [p for p in out if p.year >= since]
+        return out
+
+    def search(self, query: str, limit: int = 20) -> list[tuple[float, Paper]]:
+        """Rank papers for a free-text query: id/alias hits first, then title, tags, summary."""
+        terms = [t for t in re.findall(r"[a-z0-9]+", query.lower()) if t]
+        if not terms:
+            return []
+        phrase = query.lower().strip()
+        scored: list[tuple[float, Paper]] = []
+        for p in self.papers:
+            names = {p.id, *(a.lower() for a in p.aliases)}
+            title = p.title.lower()
+            title_words = set(re.findall(r"[a-z0-9]+", title))
+            tags = set(p.tags)
+            body = (p.summary + " " + " ".join(p.key_points)).lower()
+            body_words = re.findall(r"[a-z0-9]+", body)
+            score = 0.0
+            if phrase in names or _squash(phrase) in {_squash(n) for n in names}:
+                score += 20
+            if phrase in title:
+                score += 8
+            for term in terms:
+                if term in names:
+                    score += 6
+                if term in title_words:
+                    score += 4
+                elif term in title:
+                    score += 2
+                if term in tags or any(term in t for t in tags):
+                    score += 3
+                hits = body_words.count(term)
+                if hits:
+                    score += 1 + min(hits, 5) * 0.2
+            if all(t in title or t in body or t in names or t in tags for t in terms):
+                score *= 1.5  # every term present: rank above partial matches
+            if score:
+                scored.append((round(score, 2), p))
+        scored.sort(key=lambda sp: (-sp[0], -sp[1].year, sp[1].id))
+        return scored[:limit]
+
+
+def sort_papers(papers: list[Paper], key: str) -> list[Paper]:
+    if key == "year":
+        return sorted(papers, key=lambda p: (p.year, p.date, p.id))
+    if key == "title":
+        return sorted(papers, key=lambda p: p.title.lower())
+    return sorted(papers, key=lambda p: p.id)

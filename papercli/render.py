@@ -1,0 +1,150 @@
+"""Output for people: Rich tables and panels on a terminal, plain aligned text when piped.
+
+Rich's console machinery is imported only when stdout is a terminal, which keeps piped
+commands (scripts, `| grep`) fast and free of colour codes and box characters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from papercli.registry import Paper
+
+
+def fancy() -> bool:
+    """Rich output only on a real terminal that is not 'dumb'."""
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    # Rich itself honours NO_COLOR (no colour, boxes stay on a terminal).
+    return Console(stderr=stderr, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def error(message: str) -> None:
+    """One line on stderr: 'papercli: error: …'."""
+    sys.stderr.write(f"papercli: error: {message}\n")
+
+
+def info(message: str) -> None:
+    if fancy():
+        _console().print(message)
+    else:
+        sys.stdout.write(_strip_markup(message) + "\n")
+
+
+def _strip_markup(text: str) -> str:
+    import re
+
+    return re.sub(r"\[/?[a-z #0-9_.]*\]", "", text)
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None,
+          styles: Sequence[str | None] | None = None) -> None:
+    """A table: Rich on a terminal, tab-free aligned columns otherwise (easy to cut/awk)."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    if fancy():
+        from rich.table import Table
+
+        t = Table(title=title, title_justify="left", header_style="bold")
+        for i, col in enumerate(columns):
+            style = styles[i] if styles and i < len(styles) else None
+            t.add_column(col, style=style, overflow="fold")
+        for row in cells:
+            t.add_row(*row)
+        _console().print(t)
+        return
+    out = sys.stdout
+    if title:
+        out.write(title + "\n")
+    widths = [len(c) for c in columns]
+    for row in cells:
+        for i, v in enumerate(row[:-1]):
+            widths[i] = max(widths[i], len(v))
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    out.write("\n".join(lines) + "\n")
+
+
+def paper_list(papers: Sequence[Paper]) -> None:
+    rows = [(p.id, p.year, p.field, p.arxiv or "-", p.title) for p in papers]
+    table(("id", "year", "field", "arxiv", "title"), rows, styles=("cyan", None, "magenta", "green", None))
+    if fancy():
+        _console().print(f"[dim]{len(papers)} papers[/dim]")
+
+
+def claims_table(paper: Paper) -> None:
+    if not paper.claims:
+        return
+    rows = [
+        (c.name, c.metric, f"{_fmt(c.value)}{(' ' + c.unit) if c.unit else ''}", c.setting, c.source)
+        for c in paper.claims
+    ]
+    table(("claim", "metric", "value", "setting", "source"), rows, title="Claims",
+          styles=(None, "cyan", "bold green", None, "dim"))
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _summary_markdown(paper: Paper, extra: dict[str, str] | None) -> str:
+    lines = [f"**{paper.title}**", "", f"*{', '.join(paper.authors)}* — {paper.venue or paper.year}", ""]
+    lines.append(paper.summary.strip())
+    if paper.key_points:
+        lines += ["", "**Key points**", ""] + [f"- {kp}" for kp in paper.key_points]
+    for label, value in (extra or {}).items():
+        lines += ["", f"**{label}**", "", value]
+    return "\n".join(lines)
+
+
+def paper_summary(paper: Paper, extra: dict[str, str] | None = None) -> None:
+    """Summary, key points and claims; `extra` adds sections such as the cached abstract."""
+    text = _summary_markdown(paper, extra)
+    if fancy():
+        from rich.markdown import Markdown
+        from rich.panel import Panel
+
+        _console().print(Panel(Markdown(text), title=f"[bold]{paper.id}[/bold]", title_align="left"))
+    else:
+        sys.stdout.write(f"# {paper.id}\n\n{text}\n\n")
+    claims_table(paper)
+
+
+def paper_detail(paper: Paper, extra: dict[str, str] | None = None) -> None:
+    """Every field of a paper, one per line, followed by the claims."""
+    d = paper.to_dict()
+    rows: list[tuple[str, str]] = []
+    for key, value in d.items():
+        if key in ("claims", "summary", "key_points") or value in (None, "", [], {}):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, dict):
+            value = "\n".join(f"{k}: {v}" for k, v in value.items() if not isinstance(v, list | dict)) or json.dumps(value)
+        rows.append((key, str(value)))
+    for label, value in (extra or {}).items():
+        rows.append((label, value))
+    table(("field", "value"), rows, title=paper.title, styles=("bold cyan", None))
+    body = paper.summary + ("\n\n" + "\n".join(f"- {k}" for k in paper.key_points) if paper.key_points else "")
+    if fancy():
+        from rich.markdown import Markdown
+
+        _console().print(Markdown(body))
+    else:
+        sys.stdout.write("\n" + body + "\n\n")
+    claims_table(paper)
+    if paper.reproduce:
+        checks = [(c.metric, c.op, _fmt(c.value), c.why) for c in paper.reproduce.checks]
+        table(("metric", "op", "target", "why"), checks, title=f"Reproduce checks (recipe {paper.reproduce.recipe})")

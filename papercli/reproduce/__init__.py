@@ -1,0 +1,1 @@
+"""Reproduction: dispatch a paper to its recipe, the shared training engine, claim checks."""

@@ -63,7 +63,12 @@ def entry(paper: Paper, key: str | None = None) -> str:
         fields += [("eprint", paper.arxiv), ("archivePrefix", "arXiv")]
         if paper.arxiv_category:
             fields.append(("primaryClass", paper.arxiv_category))
-    url = paper.abs_url or paper.urls.get("blog") or paper.urls.get("code") or paper.urls.get("project")
+    url = (
+        paper.abs_url
+        or paper.urls.get("blog")
+        or paper.urls.get("code")
+        or paper.urls.get("project")
+    )
     if url:
         fields.append(("url", url))  # URLs stay verbatim: \\url and biblatex read them raw
     if paper.venue:

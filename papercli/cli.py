@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -57,8 +57,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Track machine-learning papers and reproduce their central claims."""
 
@@ -69,13 +73,13 @@ def _registry():
     return Registry.load()
 
 
-class Field(str, Enum):
+class Field(StrEnum):
     language = "language"
     vision = "vision"
     general = "general"
 
 
-class SortKey(str, Enum):
+class SortKey(StrEnum):
     year = "year"
     title = "title"
     id = "id"
@@ -85,7 +89,9 @@ class SortKey(str, Enum):
 @command("list")
 def list_papers(
     field: Annotated[Field | None, typer.Option("--field", "-f", help="Only this field.")] = None,
-    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only papers with this tag.")] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", "-t", help="Only papers with this tag.")
+    ] = None,
     year: Annotated[int | None, typer.Option("--year", help="Only this year.")] = None,
     since: Annotated[int | None, typer.Option("--since", help="Only this year and later.")] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Sort order.")] = SortKey.year,
@@ -96,14 +102,26 @@ def list_papers(
 
     if year is not None and since is not None:
         raise UsageError("--year and --since exclude each other")
-    papers = _registry().filter(field=field.value if field else None, tag=tag, year=year, since=since)
+    papers = _registry().filter(
+        field=field.value if field else None, tag=tag, year=year, since=since
+    )
     papers = sort_papers(papers, sort.value)
     if as_json:
-        render.print_json([
-            {"id": p.id, "title": p.title, "year": p.year, "date": p.date, "field": p.field,
-             "arxiv": p.arxiv, "tags": p.tags, "authors": p.authors}
-            for p in papers
-        ])
+        render.print_json(
+            [
+                {
+                    "id": p.id,
+                    "title": p.title,
+                    "year": p.year,
+                    "date": p.date,
+                    "field": p.field,
+                    "arxiv": p.arxiv,
+                    "tags": p.tags,
+                    "authors": p.authors,
+                }
+                for p in papers
+            ]
+        )
         return
     render.paper_list(papers)
 
@@ -116,7 +134,9 @@ def _local_extras(paper) -> dict[str, str]:
 
 
 @command("summary")
-def summary(paper_id: Annotated[str, typer.Argument(metavar="ID", help="Id, alias or arXiv id.")]) -> None:
+def summary(
+    paper_id: Annotated[str, typer.Argument(metavar="ID", help="Id, alias or arXiv id.")],
+) -> None:
     """Show a paper's summary, key points and claims."""
     paper = _registry().get(paper_id)
     render.paper_summary(paper, _local_extras(paper))
@@ -147,18 +167,25 @@ def search(
     """Search titles, aliases, tags and summaries; best matches first."""
     results = _registry().search(" ".join(query), limit=limit)
     if as_json:
-        render.print_json([{"score": s, "id": p.id, "title": p.title, "year": p.year} for s, p in results])
+        render.print_json(
+            [{"score": s, "id": p.id, "title": p.title, "year": p.year} for s, p in results]
+        )
         return
     if not results:
         render.error(f"no paper matches '{' '.join(query)}'")
         raise typer.Exit(1)
-    render.table(("score", "id", "year", "title"), [(s, p.id, p.year, p.title) for s, p in results],
-                 styles=("dim", "cyan", None, None))
+    render.table(
+        ("score", "id", "year", "title"),
+        [(s, p.id, p.year, p.title) for s, p in results],
+        styles=("dim", "cyan", None, None),
+    )
 
 
 @command("bib")
 def bib(
-    paper_ids: Annotated[list[str] | None, typer.Argument(metavar="ID...", help="Papers to export.")] = None,
+    paper_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="ID...", help="Papers to export.")
+    ] = None,
     all_papers: Annotated[bool, typer.Option("--all", help="Export every paper.")] = False,
 ) -> None:
     """Print BibTeX entries."""
@@ -173,7 +200,9 @@ def bib(
 
 @command("validate")
 def validate(
-    path: Annotated[Path | None, typer.Argument(help="A registry folder or file (default: all registries).")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="A registry folder or file (default: all registries).")
+    ] = None,
 ) -> None:
     """Check registry files: schema, unknown fields, duplicates, file names, recipes."""
     from papercli import paths
@@ -189,7 +218,11 @@ def validate(
             if paper.reproduce and paper.reproduce.recipe not in known:
                 from papercli.errors import RegistryError
 
-                problems.append(RegistryError(path, f"unknown recipe '{paper.reproduce.recipe}'", field="reproduce.recipe"))
+                problems.append(
+                    RegistryError(
+                        path, f"unknown recipe '{paper.reproduce.recipe}'", field="reproduce.recipe"
+                    )
+                )
         except PapercliError as exc:
             problems = [exc]
     elif path is not None and not path.exists():

@@ -12,10 +12,13 @@ class PapercliError(Exception):
 class RegistryError(PapercliError):
     """A registry file that cannot be loaded or does not follow the schema."""
 
-    def __init__(self, path: object, message: str, *, field: str | None = None, line: int | None = None):
+    def __init__(
+        self, path: object, message: str, *, field: str | None = None, line: int | None = None
+    ):
         self.path = str(path)
         self.field = field
         self.line = line
+        message = " ".join(message.split())  # one line, whatever the YAML library printed
         self.message = message
         where = self.path + (f":{line}" if line else "")
         what = f"{field}: " if field else ""

@@ -49,8 +49,12 @@ def _strip_markup(text: str) -> str:
     return re.sub(r"\[/?[a-z #0-9_.]*\]", "", text)
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None,
-          styles: Sequence[str | None] | None = None) -> None:
+def table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    title: str | None = None,
+    styles: Sequence[str | None] | None = None,
+) -> None:
     """A table: Rich on a terminal, tab-free aligned columns otherwise (easy to cut/awk)."""
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     if fancy():
@@ -79,7 +83,11 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
 
 def paper_list(papers: Sequence[Paper]) -> None:
     rows = [(p.id, p.year, p.field, p.arxiv or "-", p.title) for p in papers]
-    table(("id", "year", "field", "arxiv", "title"), rows, styles=("cyan", None, "magenta", "green", None))
+    table(
+        ("id", "year", "field", "arxiv", "title"),
+        rows,
+        styles=("cyan", None, "magenta", "green", None),
+    )
     if fancy():
         _console().print(f"[dim]{len(papers)} papers[/dim]")
 
@@ -88,11 +96,21 @@ def claims_table(paper: Paper) -> None:
     if not paper.claims:
         return
     rows = [
-        (c.name, c.metric, f"{_fmt(c.value)}{(' ' + c.unit) if c.unit else ''}", c.setting, c.source)
+        (
+            c.name,
+            c.metric,
+            f"{_fmt(c.value)}{(' ' + c.unit) if c.unit else ''}",
+            c.setting,
+            c.source,
+        )
         for c in paper.claims
     ]
-    table(("claim", "metric", "value", "setting", "source"), rows, title="Claims",
-          styles=(None, "cyan", "bold green", None, "dim"))
+    table(
+        ("claim", "metric", "value", "setting", "source"),
+        rows,
+        title="Claims",
+        styles=(None, "cyan", "bold green", None, "dim"),
+    )
 
 
 def _fmt(value: float) -> str:
@@ -100,7 +118,12 @@ def _fmt(value: float) -> str:
 
 
 def _summary_markdown(paper: Paper, extra: dict[str, str] | None) -> str:
-    lines = [f"**{paper.title}**", "", f"*{', '.join(paper.authors)}* — {paper.venue or paper.year}", ""]
+    lines = [
+        f"**{paper.title}**",
+        "",
+        f"*{', '.join(paper.authors)}* — {paper.venue or paper.year}",
+        "",
+    ]
     lines.append(paper.summary.strip())
     if paper.key_points:
         lines += ["", "**Key points**", ""] + [f"- {kp}" for kp in paper.key_points]
@@ -116,7 +139,9 @@ def paper_summary(paper: Paper, extra: dict[str, str] | None = None) -> None:
         from rich.markdown import Markdown
         from rich.panel import Panel
 
-        _console().print(Panel(Markdown(text), title=f"[bold]{paper.id}[/bold]", title_align="left"))
+        _console().print(
+            Panel(Markdown(text), title=f"[bold]{paper.id}[/bold]", title_align="left")
+        )
     else:
         sys.stdout.write(f"# {paper.id}\n\n{text}\n\n")
     claims_table(paper)
@@ -132,12 +157,16 @@ def paper_detail(paper: Paper, extra: dict[str, str] | None = None) -> None:
         if isinstance(value, list):
             value = ", ".join(map(str, value))
         elif isinstance(value, dict):
-            value = "\n".join(f"{k}: {v}" for k, v in value.items() if not isinstance(v, list | dict)) or json.dumps(value)
+            value = "\n".join(
+                f"{k}: {v}" for k, v in value.items() if not isinstance(v, list | dict)
+            ) or json.dumps(value)
         rows.append((key, str(value)))
     for label, value in (extra or {}).items():
         rows.append((label, value))
     table(("field", "value"), rows, title=paper.title, styles=("bold cyan", None))
-    body = paper.summary + ("\n\n" + "\n".join(f"- {k}" for k in paper.key_points) if paper.key_points else "")
+    body = paper.summary + (
+        "\n\n" + "\n".join(f"- {k}" for k in paper.key_points) if paper.key_points else ""
+    )
     if fancy():
         from rich.markdown import Markdown
 
@@ -147,4 +176,8 @@ def paper_detail(paper: Paper, extra: dict[str, str] | None = None) -> None:
     claims_table(paper)
     if paper.reproduce:
         checks = [(c.metric, c.op, _fmt(c.value), c.why) for c in paper.reproduce.checks]
-        table(("metric", "op", "target", "why"), checks, title=f"Reproduce checks (recipe {paper.reproduce.recipe})")
+        table(
+            ("metric", "op", "target", "why"),
+            checks,
+            title=f"Reproduce checks (recipe {paper.reproduce.recipe})",
+        )

@@ -8,6 +8,4 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def recipe_names() -> list[str]:
-    return sorted(
-        p.stem for p in RECIPES_DIR.glob("*.py") if not p.name.startswith("_")
-    )
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.py") if not p.name.startswith("_"))

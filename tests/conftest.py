@@ -1,0 +1,67 @@
+"""Shared fixtures: every test gets its own PAPERCLI_HOME, so nothing touches the user's files."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = REPO.parent / "shared" / "seeds"
+ARXIV_FIXTURES = REPO.parent / "shared" / "fixtures" / "arxiv"
+
+VALID_PAPER = textwrap.dedent(
+    """\
+    id: {id}
+    title: "A Test Paper & Its {{Braces}}"
+    authors: [Ada Lovelace, Alan Turing]
+    year: 2021
+    date: "2021-03"
+    field: vision
+    tags: [testing]
+    aliases: [{alias}]
+    arxiv: "{arxiv}"
+    summary: A paper that exists only in the tests.
+    key_points: [first point]
+    claims:
+      - {{name: accuracy, metric: top-1, value: 90.5, unit: "%", setting: toy, source: Table 1}}
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def papercli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("PAPERCLI_HOME", str(home))
+    monkeypatch.setenv("PAPERCLI_ARXIV_DELAY", "0")
+    return home
+
+
+@pytest.fixture
+def user_registry(papercli_home: Path) -> Path:
+    d = papercli_home / "registry" / "papers"
+    d.mkdir(parents=True)
+    return d
+
+
+def write_paper(
+    directory: Path,
+    paper_id: str = "test-paper",
+    *,
+    alias: str = "TP1",
+    arxiv: str = "2101.00001",
+    text: str | None = None,
+) -> Path:
+    path = directory / f"{paper_id}.yaml"
+    path.write_text(
+        text if text is not None else VALID_PAPER.format(id=paper_id, alias=alias, arxiv=arxiv),
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()

@@ -242,6 +242,116 @@ def validate(
     render.info(f"ok: {checked} file(s) valid")
 
 
+# ----------------------------------------------------------------------------- arXiv
+@command("fetch")
+def fetch(
+    paper_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="ID...", help="Papers to fetch.")
+    ] = None,
+    all_papers: Annotated[bool, typer.Option("--all", help="Every paper in the registry.")] = False,
+    pdf: Annotated[bool, typer.Option("--pdf/--no-pdf", help="Download PDFs too.")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Download PDFs again even if present.")
+    ] = False,
+) -> None:
+    """Refresh arXiv metadata (batched) and download PDFs into $PAPERCLI_HOME."""
+    from papercli.arxiv import Client
+    from papercli.library import fetch_papers
+
+    reg = _registry()
+    if all_papers == bool(paper_ids):
+        raise UsageError("give paper ids or --all (not both)")
+    papers = (
+        sorted(reg.papers, key=lambda p: p.id)
+        if all_papers
+        else [reg.get(i) for i in paper_ids or []]
+    )
+    client = Client()
+    with render.download_progress() as progress:
+        results = fetch_papers(papers, client, pdf=pdf, force=force, progress=progress)
+    render.table(
+        ("id", "metadata", "pdf"),
+        [(r.paper.id, r.metadata, r.pdf) for r in results],
+        styles=("cyan", None, None),
+    )
+    failed = [r for r in results if not r.ok]
+    render.info(
+        f"{len(results) - len(failed)} ok, {len(failed)} failed; {client.api_calls} arXiv API call(s)"
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+@command("add")
+def add(
+    arxiv_id: Annotated[
+        str, typer.Argument(metavar="ARXIV_ID_OR_URL", help="2010.11929, arXiv:…, an abs/pdf URL.")
+    ],
+    field: Annotated[
+        Field | None,
+        typer.Option("--field", "-f", help="Field (default: from the arXiv category)."),
+    ] = None,
+    slug: Annotated[
+        str | None, typer.Option("--id", help="Paper id (default: from the title).")
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="A tag; repeat for more.")
+    ] = None,
+) -> None:
+    """Add a paper from arXiv to your own registry."""
+    from papercli.arxiv import Client
+    from papercli.library import add_from_arxiv
+
+    path = add_from_arxiv(
+        arxiv_id,
+        Client(),
+        _registry(),
+        field=field.value if field else None,
+        slug=slug,
+        tags=tags or [],
+    )
+    render.info(f"added {path.stem}: {path}")
+
+
+@command("path")
+def pdf_path(
+    paper_id: Annotated[str, typer.Argument(metavar="ID")],
+    fetch_first: Annotated[
+        bool, typer.Option("--fetch", help="Download the PDF if it is missing.")
+    ] = False,
+) -> None:
+    """Print the local PDF's path (exit 1 if it has not been fetched)."""
+    from papercli import cache
+
+    paper = _registry().get(paper_id)
+    path = cache.pdf_path(paper.id)
+    if not path.is_file():
+        if not fetch_first:
+            render.error(
+                f"no PDF for '{paper.id}' yet: run `papercli fetch {paper.id}` (or pass --fetch)"
+            )
+            raise typer.Exit(1)
+        from papercli.arxiv import Client
+        from papercli.library import ensure_pdf
+
+        path = ensure_pdf(paper, Client())
+    sys.stdout.write(f"{path}\n")
+
+
+@command("open")
+def open_pdf(paper_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Open the paper's PDF in the system viewer, fetching it first if needed."""
+    from papercli.arxiv import Client
+    from papercli.library import ensure_pdf
+    from papercli.opener import open_file
+
+    paper = _registry().get(paper_id)
+    with render.download_progress() as progress:
+        path = ensure_pdf(paper, Client(), progress)
+    open_file(path)
+    render.info(f"opened {path}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from papercli.registry import Paper
@@ -181,3 +182,34 @@ def paper_detail(paper: Paper, extra: dict[str, str] | None = None) -> None:
             checks,
             title=f"Reproduce checks (recipe {paper.reproduce.recipe})",
         )
+
+
+@contextmanager
+def download_progress() -> Iterator[Callable[[str], Callable[[int, int | None], None]] | None]:
+    """A Rich progress bar (bytes, speed, ETA) per download on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=_console(stderr=True)) as bar:
+
+        def factory(name: str) -> Callable[[int, int | None], None]:
+            task = bar.add_task(name, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        yield factory

@@ -1,0 +1,178 @@
+"""The user's local library: fetching arXiv metadata and PDFs for registry papers, and adding
+new papers from arXiv to the user registry. The CLI calls these; they talk to `arxiv.Client`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from papercli import cache, paths
+from papercli.arxiv import Client, Entry
+from papercli.errors import UsageError
+from papercli.registry import SLUG_RE, Paper, Registry, load_file, normalize_arxiv
+
+ProgressFactory = Callable[[str], Callable[[int, int | None], None] | None]
+
+
+@dataclass
+class FetchResult:
+    paper: Paper
+    metadata: str  # 'updated vN', 'not on arXiv', 'not found', 'skipped'
+    pdf: str  # 'downloaded', 'cached', 'no PDF url', 'skipped', 'failed: …'
+    ok: bool = True
+
+
+def fetch_papers(
+    papers: list[Paper],
+    client: Client,
+    *,
+    pdf: bool = True,
+    force: bool = False,
+    progress: ProgressFactory | None = None,
+) -> list[FetchResult]:
+    """Refresh arXiv metadata for all `papers` in as few API calls as possible (100 ids a call),
+    then download the PDFs that are missing (or all, with force)."""
+    from papercli.arxiv import ArxivError
+
+    arxiv_ids = [p.arxiv for p in papers if p.arxiv]
+    entries, missing = client.fetch(arxiv_ids) if arxiv_ids else ({}, [])
+    results = []
+    for paper in papers:
+        result = FetchResult(paper, metadata="not on arXiv", pdf="skipped")
+        entry = entries.get(paper.arxiv) if paper.arxiv else None
+        if paper.arxiv and entry is not None:
+            cache.write_metadata(paper.id, entry.to_dict())
+            result.metadata = f"updated {entry.version}".strip()
+        elif paper.arxiv and paper.arxiv in missing:
+            result.metadata, result.ok = "not found on arXiv", False
+        if pdf:
+            url = client.pdf_url_for(paper.arxiv) if paper.arxiv else paper.urls.get("pdf")
+            if not url:
+                result.pdf = "no PDF url"
+            elif paper.arxiv and entry is None:
+                result.pdf = "skipped (no metadata)"
+            else:
+                try:
+                    result.pdf = client.download(
+                        url,
+                        cache.pdf_path(paper.id),
+                        force=force,
+                        progress=progress(paper.id) if progress else None,
+                    )
+                except ArxivError as exc:
+                    result.pdf, result.ok = f"failed: {exc}", False
+        results.append(result)
+    return results
+
+
+def ensure_pdf(paper: Paper, client: Client, progress: ProgressFactory | None = None) -> Path:
+    """The local PDF of a paper, downloading it first when it is not there yet."""
+    path = cache.pdf_path(paper.id)
+    if path.is_file():
+        return path
+    results = fetch_papers([paper], client, pdf=True, progress=progress)
+    if not path.is_file():
+        raise UsageError(f"no PDF for '{paper.id}': {results[0].pdf}")
+    return path
+
+
+# ----------------------------------------------------------------------------- add
+_FIELD_BY_CATEGORY = {"cs.CV": "vision", "eess.IV": "vision", "cs.CL": "language"}
+_STOPWORDS = {
+    "a",
+    "an",
+    "the",
+    "of",
+    "for",
+    "and",
+    "with",
+    "on",
+    "in",
+    "to",
+    "is",
+    "are",
+    "via",
+    "by",
+}
+
+
+def propose_slug(title: str, max_words: int = 4) -> str:
+    """'Attention Is All You Need' -> 'attention-all-you-need'."""
+    words = [w for w in re.findall(r"[a-z0-9]+", title.lower()) if w not in _STOPWORDS]
+    return "-".join(words[:max_words]) or "paper"
+
+
+def parse_arxiv_query(text: str) -> tuple[str, str | None]:
+    """Accept 2010.11929, 2010.11929v2, arXiv:…, abs/pdf URLs, old-style hep-ex/0406020.
+    Anything else is passed to arXiv as is: arXiv is the authority on what an id is."""
+    norm = normalize_arxiv(text)
+    if norm:
+        return norm
+    return text.strip(), None
+
+
+def add_from_arxiv(
+    query: str,
+    client: Client,
+    registry: Registry,
+    *,
+    field: str | None = None,
+    slug: str | None = None,
+    tags: list[str] | None = None,
+) -> Path:
+    """Create a registry file in the user registry from arXiv's metadata. Refuses collisions."""
+    arxiv_id, version = parse_arxiv_query(query)
+    for p in registry.papers:
+        if p.arxiv and p.arxiv == arxiv_id:
+            raise UsageError(f"arXiv {arxiv_id} is already in the registry as '{p.id}'")
+    found, _missing = client.fetch([arxiv_id + (version or "")])
+    entry = next(iter(found.values()), None)
+    if entry is None:
+        raise UsageError(f"arXiv has no paper with id '{arxiv_id}{version or ''}'")
+    new_id = slug or propose_slug(entry.title)
+    if not SLUG_RE.match(new_id):
+        raise UsageError(f"--id '{new_id}' is not a slug (lowercase letters, digits and '-')")
+    try:
+        other = registry.get(new_id)
+    except UsageError:
+        other = None
+    if other is not None:
+        raise UsageError(
+            f"id '{new_id}' is already used by '{other.id}' ({other.title}); choose one with --id"
+        )
+    target = paths.user_registry() / f"{new_id}.yaml"
+    if target.exists():
+        raise UsageError(f"{target} already exists")
+    paths.atomic_write_text(target, registry_yaml(new_id, entry, field=field, tags=tags or []))
+    load_file(target)  # never leave a file that `validate` would reject
+    cache.write_metadata(new_id, entry.to_dict())
+    return target
+
+
+def registry_yaml(paper_id: str, entry: Entry, *, field: str | None, tags: list[str]) -> str:
+    import yaml
+
+    year = int(entry.published[:4]) if entry.published[:4].isdigit() else 0
+    data = {
+        "id": paper_id,
+        "title": entry.title,
+        "authors": [a.name for a in entry.authors],
+        "year": year,
+        "date": entry.published[:10],
+        "field": field or _FIELD_BY_CATEGORY.get(entry.primary_category, "general"),
+        "tags": sorted({t.lower() for t in tags}),
+        "aliases": [],
+        "arxiv": entry.arxiv_id,
+        "arxiv_category": entry.primary_category or None,
+        # The abstract stands in until someone writes a summary in their own words.
+        "summary": f"(arXiv abstract) {entry.abstract}",
+        "key_points": [],
+        "claims": [],
+    }
+    if entry.journal_ref:
+        data["venue"] = entry.journal_ref
+    data = {k: v for k, v in data.items() if v is not None}
+    header = f"# Added by papercli from arXiv {entry.arxiv_id}{entry.version}; edit freely.\n"
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

@@ -352,6 +352,164 @@ def open_pdf(paper_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     render.info(f"opened {path}")
 
 
+# ----------------------------------------------------------------------------- reproduce
+class Scale(StrEnum):
+    mini = "mini"
+    paper = "paper"
+
+
+@command("reproduce")
+def reproduce(
+    paper_id: Annotated[str, typer.Argument(metavar="ID", help="Paper id, alias or arXiv id.")],
+    scale: Annotated[
+        Scale, typer.Option("--scale", help="mini: minutes on a CPU; paper: the paper's setup.")
+    ] = Scale.mini,
+    gpu: Annotated[
+        bool, typer.Option("--gpu", help="Train on CUDA (bf16 autocast, torch.compile).")
+    ] = False,
+    gpus: Annotated[
+        int, typer.Option("--gpus", min=1, help="GPU processes per node (torchrun + DDP).")
+    ] = 1,
+    procs: Annotated[
+        int, typer.Option("--procs", min=1, help="CPU processes per node (torchrun + DDP/gloo).")
+    ] = 1,
+    nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Number of nodes.")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This node's rank.")] = 0,
+    master_addr: Annotated[
+        str, typer.Option("--master-addr", help="Rendezvous host (multi-node).")
+    ] = "127.0.0.1",
+    master_port: Annotated[
+        int, typer.Option("--master-port", help="Rendezvous port (multi-node).")
+    ] = 29500,
+    epochs: Annotated[
+        float | None, typer.Option("--epochs", min=0.0, help="Train for N epochs.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Train for N steps.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Per-process batch size.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override a config field."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Data folder (paper-scale data sets).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out (or the latest one).")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    no_compile: Annotated[
+        bool, typer.Option("--no-compile", help="Do not torch.compile on GPU.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show config, command, params; do not train.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Train a paper's recipe and check the paper's claim (exit 0: reproduced, 1: not)."""
+    from papercli.reproduce import dispatch
+
+    reg = _registry()
+    paper = reg.get(paper_id)
+    recipe = dispatch.recipe_for(paper, reg)
+    opts = dispatch.LaunchOptions(
+        scale=scale.value,
+        gpu=gpu,
+        gpus=gpus,
+        procs=procs,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        sets=sets or [],
+        data=data,
+        out=out,
+        resume=resume,
+        seed=seed,
+        dry_run=dry_run,
+        json=as_json,
+        compile=not no_compile,
+    )
+    if dry_run:
+        plan = dispatch.dry_run(dispatch.build_command(recipe, opts, None))
+        if as_json:
+            render.print_json(plan)
+        else:
+            render.plan_table(plan)
+        return
+    run_dir = dispatch.resolve_run_dir(paper, opts)
+    command_line = dispatch.build_command(recipe, opts, run_dir)
+    if not as_json:
+        render.info(f"run directory: {run_dir}")
+    code = dispatch.run(command_line)
+    from papercli.reproduce.claims import read_result
+
+    result = read_result(run_dir)
+    if code in (0, 1) and result is not None and not as_json:
+        render.result_table(paper, result)
+    raise typer.Exit(code)
+
+
+@command("recipes")
+def recipes() -> None:
+    """Papers that have a recipe, their scales and the data each needs."""
+    rows = []
+    for p in sorted(_registry().papers, key=lambda p: p.id):
+        if p.reproduce:
+            for scale_name in ("mini", "paper"):
+                rows.append(
+                    (
+                        p.id if scale_name == "mini" else "",
+                        scale_name,
+                        p.reproduce.scales.get(scale_name, ""),
+                        p.reproduce.data.get(scale_name, ""),
+                    )
+                )
+    render.table(("paper", "scale", "setup", "data"), rows, styles=("cyan", "magenta", None, "dim"))
+
+
+@command("runs")
+def runs(
+    paper_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="Only runs of this paper.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List past reproduction runs with their verdicts."""
+    from papercli.reproduce.runs import list_runs
+
+    paper = _registry().get(paper_id).id if paper_id else None
+    found = list_runs(paper)
+    if as_json:
+        render.print_json(found)
+        return
+    rows = [
+        (r["name"], r["paper"], r["scale"], r["device"], r["steps"], r["seconds"], r["verdict"])
+        for r in found
+    ]
+    render.table(
+        ("run", "paper", "scale", "device", "steps", "seconds", "verdict"),
+        rows,
+        styles=("cyan", None, "magenta", None, None, None, "bold"),
+    )
+
+
+@command("doctor")
+def doctor() -> None:
+    """Report torch, CUDA devices, torchrun, and the data sets each recipe needs."""
+    from papercli.reproduce.doctor import report
+
+    rows, ok = report(_registry())
+    render.table(("check", "status", "detail"), rows, styles=("cyan", None, "dim"))
+    if not ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -56,6 +56,7 @@ class Check:
     op: str
     value: float
     why: str = ""
+    scale: str = "any"  # mini | paper | any: the scales whose verdict this check decides
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,13 @@ class Paper:
                 "scales": dict(r.scales),
                 "data": dict(r.data),
                 "checks": [
-                    {"metric": c.metric, "op": c.op, "value": c.value, "why": c.why}
+                    {
+                        "metric": c.metric,
+                        "op": c.op,
+                        "value": c.value,
+                        "why": c.why,
+                        "scale": c.scale,
+                    }
                     for c in r.checks
                 ],
             }
@@ -266,7 +273,9 @@ def _claim(name: str, value: object) -> Claim:
 
 
 def _check(name: str, value: object) -> Check:
-    data = _mapping(name, value, ("metric", "op", "value", "why"), ("metric", "op", "value"))
+    data = _mapping(
+        name, value, ("metric", "op", "value", "why", "scale"), ("metric", "op", "value")
+    )
     op = _str(f"{name}.op", data["op"])
     if op not in CHECK_OPS:
         raise _Problem(f"{name}.op", f"'{op}' is not one of {', '.join(CHECK_OPS)}")
@@ -275,6 +284,7 @@ def _check(name: str, value: object) -> Check:
         op=op,
         value=_number(f"{name}.value", data["value"]),
         why=_str(f"{name}.why", data.get("why", ""), empty_ok=True),
+        scale=_choice(f"{name}.scale", data.get("scale", "any"), ("mini", "paper", "any")),
     )
 
 
@@ -430,7 +440,7 @@ def _registry_files(directory: Path) -> list[Path]:
 
 # Parsing YAML costs ~250 us a file; a marshal cache of validated papers, keyed by each file's
 # (mtime, size), costs ~25 us. Only changed files are parsed again. Bump when the schema changes.
-_CACHE_FORMAT = 3
+_CACHE_FORMAT = 4
 
 
 def _cache_file(directory: Path) -> Path:

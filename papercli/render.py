@@ -213,3 +213,55 @@ def download_progress() -> Iterator[Callable[[str], Callable[[int, int | None], 
             return lambda done, total: bar.update(task, completed=done, total=total)
 
         yield factory
+
+
+def plan_table(plan: dict[str, Any]) -> None:
+    """What `reproduce --dry-run` would do."""
+    import shlex
+
+    rows = [
+        (k, plan[k])
+        for k in ("paper", "recipe", "scale", "device", "world_size", "data")
+        if k in plan
+    ]
+    rows.append(("params", f"{plan['params']:,}"))
+    rows += [(f"config.{k}", v) for k, v in plan.get("config", {}).items()]
+    rows.append(("command", shlex.join(plan["command"])))
+    table(("field", "value"), rows, title="Dry run (nothing trained)", styles=("bold cyan", None))
+
+
+def result_table(paper: Paper, result: dict[str, Any]) -> None:
+    """The paper's claims next to the mini-scale checks and what this run measured."""
+    claims = {c.metric: c for c in paper.claims}
+    rows = []
+    for check in result.get("checks", []):
+        measured = check.get("measured")
+        shown = (
+            "-"
+            if measured is None
+            else (f"{measured:.4g}" if isinstance(measured, float) else str(measured))
+        )
+        claim = claims.get(check["metric"])
+        paper_says = check.get("why") or (
+            f"{claim.name}: {_fmt(claim.value)}{claim.unit}" if claim else ""
+        )
+        rows.append(
+            (
+                paper_says,
+                f"{check['metric']} {check['op']} {_fmt(check['target'])}",
+                shown,
+                "pass" if check.get("passed") else "FAIL",
+            )
+        )
+    title = (
+        f"{paper.id}: {result.get('verdict', '?').upper()} — {result.get('scale')} scale on "
+        f"{result.get('device')}, {result.get('seconds')} s, {result.get('params') or 0:,} parameters"
+    )
+    table(
+        ("the paper's claim", "check", "measured", "result"),
+        rows,
+        title=title,
+        styles=(None, "cyan", "bold", "bold"),
+    )
+    if result.get("error"):
+        error(result["error"])

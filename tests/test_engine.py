@@ -1,0 +1,260 @@
+"""The training engine on a tiny real model (an MLP on scikit-learn's digits): resume equality,
+Ctrl-C, kill -9, the NaN guard, checkpoints, DDP through torchrun, and the dispatch commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+
+from papercli.cli import app
+from papercli.reproduce.dispatch import LaunchOptions, build_command
+from papercli.reproduce.engine import load_checkpoint
+
+TINY = REPO / "tests" / "tiny_recipe.py"
+
+
+def run_tiny(out: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(TINY), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def evals(out: Path) -> list[tuple[int, float]]:
+    return [
+        (r["step"], r["accuracy"])
+        for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    ]
+
+
+def weights(out: Path, rank: int = 0) -> list[float]:
+    return json.loads((out / f"rank{rank}.json").read_text())["weights"]
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError
+        time.sleep(0.05)
+
+
+def test_run_writes_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    run_tiny(out)
+    result = json.loads((out / "result.json").read_text())
+    assert {
+        "paper",
+        "recipe",
+        "scale",
+        "device",
+        "seconds",
+        "params",
+        "metrics",
+        "checks",
+        "verdict",
+    } <= set(result)
+    assert result["params"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert result["checks"][0]["metric"] == "accuracy" and result["checks"][0]["passed"] is True
+    assert result["verdict"] == "reproduced"
+    assert [s for s, _ in evals(out)] == [10, 20, 30, 40]
+    assert (out / "config.yaml").exists() and (out / "curves.png").stat().st_size > 1000
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 40 and set(state) >= {"model", "optimizer", "scheduler", "rng", "step"}
+
+
+def test_same_seed_same_result_and_other_seed_differs(tmp_path):
+    run_tiny(tmp_path / "a")
+    run_tiny(tmp_path / "b")
+    run_tiny(tmp_path / "c", "--seed", "1")
+    assert weights(tmp_path / "a") == weights(tmp_path / "b")
+    assert weights(tmp_path / "a") != weights(tmp_path / "c")
+
+
+def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(tmp_path):
+    whole = tmp_path / "whole"
+    run_tiny(whole)
+    parted = tmp_path / "parted"
+    proc = subprocess.Popen(
+        [sys.executable, str(TINY), "--out", str(parted), "--set", "sleep=0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    wait_for(lambda: (parted / "metrics.jsonl").exists())  # at least one eval (step 10) done
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err
+    stopped_at = load_checkpoint(parted / "checkpoint.pt")["step"]
+    assert 10 <= stopped_at < 40
+    run_tiny(parted, "--resume")
+    assert evals(parted) == evals(whole)
+    assert weights(parted) == weights(whole)
+
+
+def test_kill_9_leaves_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(TINY),
+            "--out",
+            str(out),
+            "--set",
+            "eval_every=1",
+            "--set",
+            "sleep=0.03",
+            "--steps",
+            "400",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    wait_for(
+        lambda: (
+            (out / "metrics.jsonl").exists()
+            and len((out / "metrics.jsonl").read_text().splitlines()) >= 5
+        )
+    )
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    state = load_checkpoint(out / "checkpoint.pt")  # weights_only=True: loads cleanly
+    assert state["step"] >= 5
+    run_tiny(out, "--resume", "--steps", "400", "--set", "eval_every=100")
+    assert json.loads((out / "result.json").read_text())["steps"] == 400
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    out = tmp_path / "nan"
+    proc = run_tiny(out, "--set", "nan_at=25", check=False)
+    assert proc.returncode == 3
+    assert "loss became nan at step 26" in proc.stderr and "last good checkpoint" in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("papercli: error:")]
+    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0]
+    assert "Traceback" not in proc.stderr
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 20
+    result = json.loads((out / "result.json").read_text())
+    assert result["verdict"] == "not reproduced" and "nan" in result["error"]
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    proc = run_tiny(tmp_path / "x", "--set", "nope=1", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "papercli: error: --set nope: unknown setting"
+    )
+    proc = run_tiny(tmp_path / "x", "--set", "lr=fast", check=False)
+    assert proc.returncode == 2 and "expected a number, got 'fast'" in proc.stderr
+    proc = run_tiny(tmp_path / "x", "--scale", "huge", check=False)
+    assert proc.returncode == 2 and "unknown scale 'huge'" in proc.stderr
+    proc = run_tiny(tmp_path / "y", "--resume", check=False)
+    assert proc.returncode == 2 and "no checkpoint" in proc.stderr
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_gpu_refused_without_cuda(papercli_home):
+    proc = subprocess.run(
+        [sys.executable, "-m", "papercli", "reproduce", "unet", "--gpu", "--steps", "1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ},
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--gpu needs a CUDA device" in proc.stderr and "run without --gpu" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_ddp_two_processes_gloo_disjoint_shards_identical_weights(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(TINY),
+        "--out",
+        str(out),
+        "--batch-size",
+        "16",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+    assert proc.returncode == 0, (out / "result.json").read_text() if (out / "result.json").exists() else proc.stderr[:4000]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(r0["seen"]) == len(r1["seen"]) == 40 * 16
+    # per step the two ranks' samples are disjoint halves of one global batch
+    for step in range(40):
+        a = set(r0["seen"][step * 16 : (step + 1) * 16])
+        b = set(r1["seen"][step * 16 : (step + 1) * 16])
+        assert not a & b
+    assert r0["weights"] == r1["weights"]  # DDP kept the replicas identical
+    assert json.loads((out / "result.json").read_text())["world_size"] == 2
+
+
+def test_build_command_uses_torchrun_for_several_processes(tmp_path):
+    single = build_command("unet", LaunchOptions(), tmp_path)
+    assert single[1:4] == ["-m", "papercli.recipes.unet", "--scale"]
+    multi = build_command(
+        "unet",
+        LaunchOptions(
+            gpus=8, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=1234, sets=["lr=0.1"]
+        ),
+        tmp_path,
+    )
+    assert multi[1:3] == ["-m", "torch.distributed.run"]
+    joined = " ".join(multi)
+    assert (
+        "--nproc_per_node 8 --nnodes 2 --node_rank 1 --master_addr 10.0.0.1 --master_port 1234"
+        in joined
+    )
+    assert "-m papercli.recipes.unet" in joined and "--gpu" in multi and "--set lr=0.1" in joined
+    cpu = build_command("unet", LaunchOptions(procs=2), tmp_path)
+    assert "--standalone" in cpu and "--gpu" not in cpu
+
+
+def test_reproduce_dry_run_json(runner):
+    result = runner.invoke(app, ["reproduce", "unet", "--dry-run", "--json", "--set", "lr=0.02"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["params"] == 481_762 and plan["device"] == "cpu" and plan["config"]["lr"] == 0.02
+    assert plan["command"][1:3] == ["-m", "papercli.recipes.unet"]
+    assert "stardist" in plan["data"]
+    paper = json.loads(
+        runner.invoke(app, ["reproduce", "unet", "--dry-run", "--json", "--scale", "paper"]).stdout
+    )
+    assert paper["params"] == 31_030_658 and paper["config"]["tile"] == 572
+
+
+def test_reproduce_unknown_or_recipe_less_paper(runner):
+    assert runner.invoke(app, ["reproduce", "unett"]).exit_code == 2
+    result = runner.invoke(app, ["reproduce", "bert"])
+    assert result.exit_code == 2 and "'bert' has no recipe yet" in result.stderr
+
+
+def test_recipes_and_doctor(runner):
+    listing = runner.invoke(app, ["recipes"])
+    assert listing.exit_code == 0 and "unet" in listing.stdout and "stardist" in listing.stdout
+    doctor = runner.invoke(app, ["doctor"])
+    assert "torch" in doctor.stdout and "unet (mini)" in doctor.stdout

@@ -19,6 +19,9 @@ class RegistryError(PapercliError):
         self.field = field
         self.line = line
         message = " ".join(message.split())  # one line, whatever the YAML library printed
+        if field is not None:  # a key may hold newlines or control characters: show them escaped
+            field = field.encode("unicode_escape").decode("ascii")
+            self.field = field
         self.message = message
         where = self.path + (f":{line}" if line else "")
         what = f"{field}: " if field else ""

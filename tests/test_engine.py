@@ -137,7 +137,9 @@ def test_kill_9_leaves_a_loadable_checkpoint(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     state = load_checkpoint(out / "checkpoint.pt")  # weights_only=True: loads cleanly
-    assert state["step"] >= 5
+    logged = len((out / "metrics.jsonl").read_text().splitlines())
+    # each step appends its metrics line, then replaces the checkpoint: the kill may fall in between
+    assert state["step"] in (logged, logged - 1) and state["step"] >= 4
     run_tiny(out, "--resume", "--steps", "400", "--set", "eval_every=100")
     assert json.loads((out / "result.json").read_text())["steps"] == 400
 
@@ -201,7 +203,9 @@ def test_ddp_two_processes_gloo_disjoint_shards_identical_weights(tmp_path):
         "16",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
-    assert proc.returncode == 0, (out / "result.json").read_text() if (out / "result.json").exists() else proc.stderr[:4000]
+    assert proc.returncode == 0, (
+        (out / "result.json").read_text() if (out / "result.json").exists() else proc.stderr[:4000]
+    )
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert len(r0["seen"]) == len(r1["seen"]) == 40 * 16
     # per step the two ranks' samples are disjoint halves of one global batch

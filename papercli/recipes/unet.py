@@ -288,21 +288,24 @@ class UNetRecipe(Recipe):
             xs.append(crop[0])
             ys.append(crop[1])
             ws.append(crop[2])
-        x, y, w = torch.stack(xs), torch.stack(ys), torch.stack(ws)
-        grid = augment.elastic_grid(n, size, self.cfg.elastic_sigma, self.cfg.elastic_points, g)
-        x = augment.warp(x, grid, "bilinear")
+        # Random numbers come from the CPU generator (reproducible); the warping itself runs on the
+        # training device, where it is cheap next to the network.
+        dev = self.ctx.device
+        grid = augment.elastic_grid(n, size, self.cfg.elastic_sigma, self.cfg.elastic_points, g).to(
+            dev
+        )
+        gain = (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=g)).to(dev)
+        shift = (0.1 * (torch.rand(n, 1, 1, 1, generator=g) - 0.5)).to(dev)
+        x, y, w = (torch.stack(t).to(dev, non_blocking=True) for t in (xs, ys, ws))
+        x = augment.warp(x, grid, "bilinear") * gain + shift  # + gray-value variation per tile
         y = augment.warp(y, grid, "nearest")
         w = augment.warp(w, grid, "nearest")
-        # gray-value variation: a random contrast/brightness per tile
-        x = x * (0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=g)) + 0.1 * (
-            torch.rand(n, 1, 1, 1, generator=g) - 0.5
-        )
         c = (size - self.out_size) // 2
         y = y[:, 0, c : c + self.out_size, c : c + self.out_size].round().long()
         w = w[:, 0, c : c + self.out_size, c : c + self.out_size]
-        dev = self.ctx.device
-        memory = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
-        return x.to(dev, memory_format=memory, non_blocking=True), y.to(dev), w.to(dev)
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y, w
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         x, y, w = batch

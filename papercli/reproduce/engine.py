@@ -75,6 +75,21 @@ class Context:
         g.manual_seed((self.seed * 1_000_003 + step * 7_919 + stream) % (2**63 - 1))
         return g
 
+    def batch_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
+        """This rank's `batch` sample indices for `step`: epochs are fresh permutations of the `n`
+        samples (seeded by seed and epoch), each global batch is split into disjoint rank shards."""
+        global_batch = batch * self.world
+        per_epoch = max(1, n // global_batch)
+        epoch, pos = divmod(step, per_epoch)
+        cached = getattr(self, "_perm", None)
+        if cached is None or cached[0] != (epoch, n):
+            g = torch.Generator()
+            g.manual_seed((self.seed * 1_000_003 + epoch * 104_729 + 17) % (2**63 - 1))
+            cached = ((epoch, n), torch.randperm(n, generator=g))
+            self._perm = cached
+        start = pos * global_batch + self.rank * batch
+        return cached[1][start : start + batch]
+
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
@@ -203,6 +218,14 @@ def recipe_name(recipe_cls: type[Recipe]) -> str:
     spec = getattr(module, "__spec__", None)
     name = spec.name if spec is not None else recipe_cls.__module__
     return recipe_cls.__name__.lower() if name == "__main__" else name.rsplit(".", 1)[-1]
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """The recipe's model; a configuration the architecture rejects is a usage error, not a crash."""
+    try:
+        return recipe.build_model()
+    except ValueError as exc:
+        raise UsageError(f"cannot build the model: {exc}") from None
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -338,7 +361,7 @@ def train(recipe: Recipe, args: argparse.Namespace, source: str) -> dict[str, An
 
     torch.manual_seed(args.seed)  # same initial weights on every rank
     recipe.setup_data()
-    model = recipe.build_model().to(ctx.device)
+    model = build_model(recipe).to(ctx.device)
     if recipe.channels_last and ctx.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     params = count_parameters(model)
@@ -405,8 +428,9 @@ def train(recipe: Recipe, args: argparse.Namespace, source: str) -> dict[str, An
                     raise _NonFinite(step, float(loss.detach()))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if cfg.grad_clip > 0:  # per model: arms trained side by side are clipped separately
+                    for part in model.values() if isinstance(model, nn.ModuleDict) else [model]:
+                        torch.nn.utils.clip_grad_norm_(part.parameters(), cfg.grad_clip)
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -451,7 +475,10 @@ def train(recipe: Recipe, args: argparse.Namespace, source: str) -> dict[str, An
     if ctx.is_main:
         recipe.plots(model, run_dir)
         _plot_curves(metrics_path, run_dir)
-    return {"seconds": seconds, "params": params, "metrics": metrics, "steps": step}
+    outcome = {"seconds": seconds, "params": params, "metrics": metrics, "steps": step}
+    if ctx.device.type == "cuda":
+        outcome["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2)
+    return outcome
 
 
 def _evaluate(recipe: Recipe, model: nn.Module, ctx: Context) -> dict[str, float]:
@@ -553,7 +580,7 @@ def _main(recipe_cls: type[Recipe], argv: list[str] | None) -> int:
 
     if args.dry_run:
         with torch.device("meta"):  # count parameters without allocating them
-            params = count_parameters(recipe.build_model())
+            params = count_parameters(build_model(recipe))
         plan = {
             "paper": recipe_cls.paper,
             "recipe": recipe_name(recipe_cls),
@@ -644,6 +671,7 @@ def _result_record(recipe_cls, args, ctx, outcome) -> dict[str, Any]:
         "params": outcome["params"],
         "steps": outcome["steps"],
         "metrics": outcome["metrics"],
+        "peak_memory_gib": outcome.get("peak_memory_gib"),
         "checks": rows,
         "verdict": claims.verdict(rows),
     }

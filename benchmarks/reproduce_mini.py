@@ -1,0 +1,70 @@
+"""The full mini reproductions, end to end through the CLI, with their verdicts and wall times.
+
+    python benchmarks/reproduce_mini.py                 # unet, resnet, vit with seed 0
+    python benchmarks/reproduce_mini.py --papers unet --seeds 0 1 2
+
+Each run is a fresh `papercli reproduce ID --json` process under a temporary PAPERCLI_HOME; the
+table shows the checks' measured values and the wall time of the whole command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--papers", nargs="+", default=["unet", "resnet", "vit"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    args = p.parse_args()
+    failures = 0
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "PAPERCLI_HOME": home}
+        for paper in args.papers:
+            for seed in args.seeds:
+                t0 = time.perf_counter()
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "papercli",
+                        "reproduce",
+                        paper,
+                        "--seed",
+                        str(seed),
+                        "--json",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=False,
+                )
+                wall = time.perf_counter() - t0
+                if proc.returncode not in (0, 1):
+                    print(
+                        f"{paper} seed {seed}: failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"
+                    )
+                    failures += 1
+                    continue
+                record = json.loads(proc.stdout)
+                checks = "  ".join(
+                    f"{c['metric']}={c['measured']:.4g}{'' if c['passed'] else ' (FAIL)'}"
+                    for c in record["checks"]
+                )
+                print(
+                    f"{paper:7} seed {seed}  {record['verdict']:15} train {record['seconds']:6.1f} s  "
+                    f"wall {wall:6.1f} s  {checks}",
+                    flush=True,
+                )
+                failures += record["verdict"] != "reproduced"
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""What the image-classification recipes (ResNet, ViT) share: the data sets, batches, and a
+per-arm evaluation of training loss and test accuracy. The paper-specific parts — which models,
+which optimiser and schedule, which comparison decides the verdict — stay in each recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from papercli.data.transforms import normalize, pad_crop_flip
+from papercli.reproduce.engine import Recipe, TrainConfig
+
+Dataset = Literal["fashion-mnist", "digits", "cifar10", "imagenet"]
+STATS = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "digits": ((0.3,), (0.4,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+SOURCES = {
+    "fashion-mnist": "Fashion-MNIST (Debian dataset-fashion-mnist: 60k/10k real 28x28 images)",
+    "digits": "scikit-learn digits (1797 real 8x8 images, bundled)",
+    "cifar10": "CIFAR-10 binary batches (--data PATH, or downloaded with an MD5 check)",
+    "imagenet": "ImageNet-style folder from --data PATH (train/<class>/…, val/<class>/…)",
+}
+
+
+@dataclass
+class ClassificationConfig(TrainConfig):
+    dataset: Dataset = "fashion-mnist"
+    image_size: int = 0  # 0 = native; else resample (in-memory sets) or crop size (folders)
+    augment: bool = True
+    label_smoothing: float = 0.0
+    eval_train_samples: int = 5000  # fixed training subset for training-loss curves
+    eval_test_samples: int = 0  # 0 = the whole test set
+    workers: int = 8  # DataLoader processes for image folders
+
+
+def load_in_memory(name: str, data_path) -> dict[str, torch.Tensor]:
+    """uint8 images (N, [C,] H, W) and int64 labels."""
+    if name == "fashion-mnist":
+        from papercli.data import fashion_mnist
+
+        d = fashion_mnist.load(data_path)
+    elif name == "cifar10":
+        from papercli.data import cifar10
+
+        d = cifar10.load(data_path)
+    else:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = (digits.images * 255.0 / 16.0).astype(np.uint8)
+        labels = digits.target.astype(np.int64)
+        d = {
+            "train_x": images[:1500],
+            "train_y": labels[:1500],
+            "test_x": images[1500:],
+            "test_y": labels[1500:],
+        }
+    return {
+        k: torch.from_numpy(np.array(v, dtype=np.int64 if k.endswith("_y") else np.uint8))
+        for k, v in d.items()
+    }
+
+
+class ClassificationRecipe(Recipe):
+    cfg: ClassificationConfig
+    channels_last = True
+
+    # --- data -----------------------------------------------------------------------------------
+    def data_source(self) -> str:
+        return SOURCES[self.cfg.dataset]
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.cfg.dataset in ("fashion-mnist", "digits") else 3
+
+    @property
+    def num_classes(self) -> int:
+        return (
+            len(self.classes)
+            if self.cfg.dataset == "imagenet" and hasattr(self, "classes")
+            else (1000 if self.cfg.dataset == "imagenet" else 10)
+        )
+
+    @property
+    def input_size(self) -> int:
+        native = {"fashion-mnist": 28, "digits": 8, "cifar10": 32, "imagenet": 224}[
+            self.cfg.dataset
+        ]
+        return self.cfg.image_size or native
+
+    def setup_data(self) -> None:
+        if self.cfg.dataset == "imagenet":
+            from papercli.data.imagefolder import ImageFolder
+            from papercli.errors import PapercliError
+
+            if self.ctx.data_path is None:
+                raise PapercliError(
+                    "ImageNet is not downloadable: pass --data PATH (a folder with train/ and val/)"
+                )
+            self.train_set = ImageFolder(
+                self.ctx.data_path / "train", train=True, size=self.input_size, seed=self.ctx.seed
+            )
+            self.val_set = ImageFolder(
+                self.ctx.data_path / "val", train=False, size=self.input_size
+            )
+            self.classes = self.train_set.classes
+            self._loader = None
+            return
+        d = load_in_memory(self.cfg.dataset, self.ctx.data_path)
+        self.train_x, self.train_y, self.test_x, self.test_y = (
+            d["train_x"],
+            d["train_y"],
+            d["test_x"],
+            d["test_y"],
+        )
+        self.mean, self.std = STATS[self.cfg.dataset]
+        g = torch.Generator().manual_seed(1234)  # the same evaluation subsets in every run
+        n_train = min(self.cfg.eval_train_samples, len(self.train_x))
+        self.eval_train_idx = torch.randperm(len(self.train_x), generator=g)[:n_train]
+        n_test = min(self.cfg.eval_test_samples or len(self.test_x), len(self.test_x))
+        self.eval_test_idx = torch.arange(n_test)
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.train_set) if self.cfg.dataset == "imagenet" else len(self.train_x)
+        return max(1, n // self.cfg.batch_size)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255.0)
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        if self.cfg.image_size and self.cfg.image_size != x.shape[-1]:
+            x = F.interpolate(
+                x,
+                size=(self.cfg.image_size, self.cfg.image_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+        return normalize(x, self.mean, self.std)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.ctx.device, non_blocking=True)
+        return (
+            x.contiguous(memory_format=torch.channels_last) if self.ctx.device.type == "cuda" else x
+        )
+
+    def train_batch(self, step: int):
+        if self.cfg.dataset == "imagenet":
+            return self._folder_batch(step)
+        idx = self.ctx.batch_indices(len(self.train_x), self.cfg.batch_size, step)
+        x = self._prepare(self.train_x[idx])
+        if self.cfg.augment:
+            pad = max(
+                1, x.shape[-1] // 8
+            )  # 4 px at 32 px (ResNet Section 4.2), in proportion elsewhere
+            x = pad_crop_flip(x, pad, self.ctx.generator(step, stream=self.ctx.rank))
+        return self._to_device(x), self.train_y[idx].to(self.ctx.device)
+
+    def _folder_batch(self, step: int):
+        if self._loader is None or self._next_step != step:
+            from papercli.data.imagefolder import StepBatchSampler
+
+            sampler = StepBatchSampler(
+                self.ctx, len(self.train_set), self.cfg.batch_size, step, self.cfg.steps
+            )
+            self._loader = iter(
+                torch.utils.data.DataLoader(
+                    self.train_set,
+                    batch_sampler=sampler,
+                    num_workers=self.cfg.workers,
+                    pin_memory=self.ctx.device.type == "cuda",
+                    persistent_workers=self.cfg.workers > 0,
+                )
+            )
+        x, y = next(self._loader)
+        self._next_step = step + 1
+        return self._to_device(x), y.to(self.ctx.device, non_blocking=True)
+
+    # --- training and evaluation ----------------------------------------------------------------
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        # the arms are independent models: summing their losses gives each its own gradients
+        return sum(
+            F.cross_entropy(out.float(), y, label_smoothing=self.cfg.label_smoothing)
+            for out in model(x).values()
+        )
+
+    def _score(self, model: nn.Module, batches) -> dict[str, tuple[float, float]]:
+        """Mean cross-entropy and accuracy of every arm over (x, y) batches."""
+        sums: dict[str, list[float]] = {name: [0.0, 0.0] for name in model}
+        count = 0
+        for x, y in batches:
+            x, y = self._to_device(x), y.to(self.ctx.device)
+            count += len(y)
+            for name, out in model(x).items():
+                sums[name][0] += F.cross_entropy(out.float(), y, reduction="sum").item()
+                sums[name][1] += (out.argmax(1) == y).sum().item()
+        return {name: (s[0] / max(count, 1), s[1] / max(count, 1)) for name, s in sums.items()}
+
+    def _tensor_batches(self, xs: torch.Tensor, ys: torch.Tensor, size: int = 1000):
+        for start in range(0, len(xs), size):
+            yield self._prepare(xs[start : start + size]), ys[start : start + size]
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.cfg.dataset == "imagenet":
+            loader = torch.utils.data.DataLoader(
+                self.val_set, batch_size=250, num_workers=self.cfg.workers
+            )
+            test, train = self._score(model, loader), {}
+        else:
+            train = self._score(
+                model,
+                self._tensor_batches(
+                    self.train_x[self.eval_train_idx], self.train_y[self.eval_train_idx]
+                ),
+            )
+            test = self._score(
+                model,
+                self._tensor_batches(
+                    self.test_x[self.eval_test_idx], self.test_y[self.eval_test_idx]
+                ),
+            )
+        metrics: dict[str, float] = {}
+        for name in model:
+            if name in train:
+                metrics[f"{name}_train_loss"] = train[name][0]
+                metrics[f"{name}_train_error"] = 1.0 - train[name][1]
+            metrics[f"{name}_test_acc"] = test[name][1]
+        return metrics

@@ -12,6 +12,19 @@ REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO.parent / "shared" / "seeds"
 ARXIV_FIXTURES = REPO.parent / "shared" / "fixtures" / "arxiv"
 
+# what every result.json holds (design: the run record)
+RESULT_KEYS = {
+    "paper",
+    "recipe",
+    "scale",
+    "device",
+    "seconds",
+    "params",
+    "metrics",
+    "checks",
+    "verdict",
+}
+
 VALID_PAPER = textwrap.dedent(
     """\
     id: {id}

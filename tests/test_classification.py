@@ -202,10 +202,15 @@ def test_resnet_verdict_logic_on_recorded_metrics():
         "residual_vs_plain_loss",
         "residual_vs_plain_acc",
         "plain_degradation",
-        "residual_depth_gain",
+        "depth_penalty_removed",
         "seconds",
     }
     assert verdict(rows) == "reproduced"
+    assert metrics["depth_penalty_removed"] == pytest.approx(1 - 0.0069 / 0.3499, abs=1e-3)
+    # a ResNet-56 that degraded like the plain net would fail the shortcut check
+    degraded = {**RESNET_RECORDED, "resnet56_train_loss": 0.70}
+    rows = evaluate_checks(checks, {**_resnet_derived(degraded), "seconds": 250.0}, "mini")
+    assert [r["metric"] for r in rows if not r["passed"]] == ["depth_penalty_removed"]
     # if plain-56 trained as well as plain-20 there would be no degradation to reproduce
     no_degradation = {**RESNET_RECORDED, "plain56_train_loss": 0.38}
     rows = evaluate_checks(checks, {**_resnet_derived(no_degradation), "seconds": 250.0}, "mini")
@@ -213,6 +218,7 @@ def test_resnet_verdict_logic_on_recorded_metrics():
     assert [r["metric"] for r in rows if not r["passed"]] == [
         "residual_vs_plain_loss",
         "plain_degradation",
+        "depth_penalty_removed",
     ]
     assert evaluate_checks(checks, {}, "paper")[0]["metric"] == "residual_vs_plain_loss"
 

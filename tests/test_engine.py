@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, RESULT_KEYS
 
 from papercli.cli import app
 from papercli.reproduce.dispatch import LaunchOptions, build_command
@@ -58,17 +58,7 @@ def test_run_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
     run_tiny(out)
     result = json.loads((out / "result.json").read_text())
-    assert {
-        "paper",
-        "recipe",
-        "scale",
-        "device",
-        "seconds",
-        "params",
-        "metrics",
-        "checks",
-        "verdict",
-    } <= set(result)
+    assert set(result) >= RESULT_KEYS
     assert result["params"] == 64 * 32 + 32 + 32 * 10 + 10
     assert result["checks"][0]["metric"] == "accuracy" and result["checks"][0]["passed"] is True
     assert result["verdict"] == "reproduced"

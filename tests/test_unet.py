@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import RESULT_KEYS
 
 from papercli.cli import app
 from papercli.data import isbi2012
@@ -94,17 +95,7 @@ def test_short_real_unet_run_through_the_cli(runner, papercli_home):
     out = Path(result.stdout.split("run directory: ", 1)[1].splitlines()[0])
     assert out.parent == papercli_home / "runs" and out.name.startswith("unet-")
     record = json.loads((out / "result.json").read_text())
-    assert {
-        "paper",
-        "recipe",
-        "scale",
-        "device",
-        "seconds",
-        "params",
-        "metrics",
-        "checks",
-        "verdict",
-    } <= set(record)
+    assert set(record) >= RESULT_KEYS
     assert record["paper"] == "unet" and record["params"] == 481_762 and record["steps"] == 30
     assert {"foreground_iou", "pixel_error", "object_f1"} <= set(record["metrics"])
     assert {c["metric"] for c in record["checks"]} == {"foreground_iou", "seconds"}

@@ -47,6 +47,15 @@ def shortcut_b(cin: int, cout: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
 
+def make_shortcut(
+    cin: int, cout: int, stride: int, residual: bool, option: str
+) -> nn.Module | None:
+    """None for a plain block; option A or B otherwise."""
+    if not residual:
+        return None
+    return ShortcutA(cin, cout, stride) if option == "A" else shortcut_b(cin, cout, stride)
+
+
 class BasicBlock(nn.Module):
     """Fig. 2: y = F(x, {W_i}) + x with F = conv3x3-BN-ReLU-conv3x3-BN; ReLU after the addition (Eq. 1)."""
 
@@ -57,11 +66,7 @@ class BasicBlock(nn.Module):
         cout = width * self.expansion
         self.conv1, self.bn1 = conv3x3(cin, width, stride), nn.BatchNorm2d(width)
         self.conv2, self.bn2 = conv3x3(width, cout), nn.BatchNorm2d(cout)
-        self.shortcut = None
-        if residual:
-            self.shortcut = (
-                ShortcutA(cin, cout, stride) if option == "A" else shortcut_b(cin, cout, stride)
-            )
+        self.shortcut = make_shortcut(cin, cout, stride, residual, option)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
@@ -85,11 +90,7 @@ class Bottleneck(nn.Module):
         )
         self.conv2, self.bn2 = conv3x3(width, width), nn.BatchNorm2d(width)
         self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
-        self.shortcut = None
-        if residual:
-            self.shortcut = (
-                ShortcutA(cin, cout, stride) if option == "A" else shortcut_b(cin, cout, stride)
-            )
+        self.shortcut = make_shortcut(cin, cout, stride, residual, option)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)

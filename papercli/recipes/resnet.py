@@ -19,7 +19,9 @@ paper's direction):
     residual_vs_plain_loss  plain56 − resnet56 training loss   (the residual net trains better)
     residual_vs_plain_acc   resnet56 − plain56 test accuracy   (and generalises better)
     plain_degradation       plain56 − plain20 training loss    (the deeper plain net is worse)
-    residual_depth_gain     resnet20 − resnet56 training loss  (the deeper residual net is not)
+    residual_depth_gain     resnet20 − resnet56 training loss  (the deeper residual net is not…)
+    depth_penalty_removed   1 − max(0, −residual_depth_gain) / plain_degradation
+                            (…: the share of plain-56's depth penalty that shortcuts remove)
 """
 
 from __future__ import annotations
@@ -118,6 +120,13 @@ class ResNetRecipe(ClassificationRecipe):
             m["plain_degradation"] = m["plain56_train_loss"] - m["plain20_train_loss"]
         if {"resnet20", "resnet56"} <= have:
             m["residual_depth_gain"] = m["resnet20_train_loss"] - m["resnet56_train_loss"]
+        if {"plain20", "plain56", "resnet20", "resnet56"} <= have:
+            # Share of the plain net's depth penalty that shortcuts remove: 1 = ResNet-56 trains at
+            # least as well as ResNet-20. Robust to the near-tie a short budget leaves between them.
+            penalty = max(0.0, -m["residual_depth_gain"])
+            m["depth_penalty_removed"] = (
+                1.0 - penalty / m["plain_degradation"] if m["plain_degradation"] > 0 else 0.0
+            )
         return m
 
 

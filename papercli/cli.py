@@ -206,25 +206,12 @@ def validate(
 ) -> None:
     """Check registry files: schema, unknown fields, duplicates, file names, recipes."""
     from papercli import paths
-    from papercli.registry import duplicate_problems, load_file, validate_directory
+    from papercli.registry import validate_directory, validate_files
     from papercli.reproduce.catalog import recipe_names
 
     known = recipe_names()
     if path is not None and path.is_file():
-        checked, problems = 1, []
-        try:
-            paper = load_file(path)
-            problems = duplicate_problems([paper])
-            if paper.reproduce and paper.reproduce.recipe not in known:
-                from papercli.errors import RegistryError
-
-                problems.append(
-                    RegistryError(
-                        path, f"unknown recipe '{paper.reproduce.recipe}'", field="reproduce.recipe"
-                    )
-                )
-        except PapercliError as exc:
-            problems = [exc]
+        checked, problems = 1, validate_files([path], known)
     elif path is not None and not path.exists():
         raise UsageError(f"no such file or folder: {path}")
     else:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from papercli import cache, paths
-from papercli.arxiv import Client, Entry
+from papercli.arxiv import ArxivError, Client, Entry
 from papercli.errors import UsageError
 from papercli.registry import SLUG_RE, Paper, Registry, load_file, normalize_arxiv
 
@@ -34,8 +34,6 @@ def fetch_papers(
 ) -> list[FetchResult]:
     """Refresh arXiv metadata for all `papers` in as few API calls as possible (100 ids a call),
     then download the PDFs that are missing (or all, with force)."""
-    from papercli.arxiv import ArxivError
-
     arxiv_ids = [p.arxiv for p in papers if p.arxiv]
     entries, missing = client.fetch(arxiv_ids) if arxiv_ids else ({}, [])
     results = []

@@ -428,14 +428,14 @@ def load_file(path: Path) -> Paper:
 
 
 # ----------------------------------------------------------------------------- the registry
+def _is_registry_file(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) and not name.startswith(".")
+
+
 def _registry_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
-    return sorted(
-        p
-        for p in directory.iterdir()
-        if p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
-    )
+    return sorted(p for p in directory.iterdir() if _is_registry_file(p.name))
 
 
 # Parsing YAML costs ~250 us a file; a marshal cache of validated papers, keyed by each file's
@@ -461,11 +461,7 @@ def load_directory(directory: Path) -> list[Paper]:
     if not directory.is_dir():
         return []
     entries = sorted(
-        (
-            e
-            for e in os.scandir(directory)
-            if e.name.endswith((".yaml", ".yml")) and not e.name.startswith(".") and e.is_file()
-        ),
+        (e for e in os.scandir(directory) if _is_registry_file(e.name) and e.is_file()),
         key=lambda e: e.name,
     )
     cache_path = _cache_file(directory)
@@ -532,11 +528,10 @@ def duplicate_problems(papers: Iterable[Paper]) -> list[RegistryError]:
     return problems
 
 
-def validate_directory(
-    directory: Path, known_recipes: Iterable[str] | None = None
-) -> tuple[int, list[RegistryError]]:
-    """Check every file of one registry directory; return (files checked, problems)."""
-    files = _registry_files(directory)
+def validate_files(
+    files: list[Path], known_recipes: Iterable[str] | None = None
+) -> list[RegistryError]:
+    """Every problem of these files: schema, duplicates among them, unknown recipes."""
     problems: list[RegistryError] = []
     papers: list[Paper] = []
     for path in files:
@@ -554,7 +549,15 @@ def validate_directory(
                         p.source, f"unknown recipe '{p.reproduce.recipe}'", field="reproduce.recipe"
                     )
                 )
-    return len(files), problems
+    return problems
+
+
+def validate_directory(
+    directory: Path, known_recipes: Iterable[str] | None = None
+) -> tuple[int, list[RegistryError]]:
+    """Check every file of one registry directory; return (files checked, problems)."""
+    files = _registry_files(directory)
+    return len(files), validate_files(files, known_recipes)
 
 
 def _squash(text: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from papercli.errors import PapercliError
+from papercli.seeding import step_generator
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -53,9 +54,7 @@ class ImageFolder(torch.utils.data.Dataset):
         with Image.open(path) as im:
             im = im.convert("RGB")
             if self.train:
-                g = torch.Generator().manual_seed(
-                    (self.seed * 1_000_003 + step * 7_919 + index) % (2**63 - 1)
-                )
+                g = step_generator(self.seed, step, stream=index)
                 im = self._random_resized_crop(im, g)
                 if torch.rand(1, generator=g).item() < 0.5:
                     im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -18,7 +18,6 @@ The parts of the paper, in the order they appear below:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,6 +30,7 @@ from torch import nn
 from papercli.data import augment
 from papercli.models.unet import UNet, unet
 from papercli.reproduce.engine import Recipe, TrainConfig, run
+from papercli.reproduce.schedules import warmup_cosine
 
 
 @dataclass
@@ -160,19 +160,16 @@ def object_f1(pred: np.ndarray, instances: np.ndarray, iou: float = 0.5) -> floa
     from scipy import ndimage
 
     comps, n_pred = ndimage.label(pred)
-    n_true = int(instances.max() and len(np.unique(instances[instances > 0])))
+    n_true = len(np.unique(instances[instances > 0]))
     if n_pred == 0 or n_true == 0:
         return 0.0
-    pairs = np.stack(
-        [comps[(comps > 0) & (instances > 0)], instances[(comps > 0) & (instances > 0)]]
-    )
-    inter = {}
-    for c, t in pairs.T:
-        inter[(c, t)] = inter.get((c, t), 0) + 1
+    both = (comps > 0) & (instances > 0)
+    # overlap of every (component, cell) pair that touches, counted in one pass
+    pairs, overlap = np.unique(np.stack([comps[both], instances[both]]), axis=1, return_counts=True)
     size_c = np.bincount(comps.ravel())
-    uniq, counts = np.unique(instances, return_counts=True)
-    size_t = dict(zip(uniq.tolist(), counts.tolist(), strict=True))
-    matched = sum(1 for (c, t), n in inter.items() if n / (size_c[c] + size_t[t] - n) > iou)
+    size_t = np.bincount(instances.ravel())
+    c, t = pairs
+    matched = int((overlap / (size_c[c] + size_t[t] - overlap) > iou).sum())
     precision, recall = matched / n_pred, matched / n_true
     return 2 * precision * recall / (precision + recall) if matched else 0.0
 
@@ -255,15 +252,7 @@ class UNetRecipe(Recipe):
         # gives no learning-rate schedule; we warm up linearly (5% of steps) so the high momentum does
         # not blow up early, then decay with a cosine so the final weights are not a noisy snapshot.
         opt = torch.optim.SGD(model.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum)
-        warmup = max(1, self.cfg.steps // 20)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, self.cfg.steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt, warmup_cosine(opt, warmup=max(1, self.cfg.steps // 20), total=self.cfg.steps)
 
     def steps_per_epoch(self) -> int:
         pixels = sum(

@@ -28,8 +28,9 @@ from torch import nn
 
 from papercli.models import create_model
 from papercli.recipes._classification import ClassificationConfig, ClassificationRecipe
-from papercli.reproduce.arms import Arms, MultiOptimizer, MultiScheduler, warmup_cosine
+from papercli.reproduce.arms import Arms, MultiOptimizer, MultiScheduler
 from papercli.reproduce.engine import run
+from papercli.reproduce.schedules import warmup_cosine
 
 
 @dataclass
@@ -112,16 +113,10 @@ class ViTRecipe(ClassificationRecipe):
         # Appendix B.1: Adam, β1 = 0.9, β2 = 0.999, high weight decay (decoupled here, AdamW);
         # no decay on biases, LayerNorm and the position/class embeddings.
         vit = model["vit"]
-        decay = [
-            p
-            for n, p in vit.named_parameters()
-            if p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n
-        ]
-        no_decay = [
-            p
-            for n, p in vit.named_parameters()
-            if not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n)
-        ]
+        decay, no_decay = [], []
+        for n, p in vit.named_parameters():
+            is_matrix = p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n
+            (decay if is_matrix else no_decay).append(p)
         optimizers = {
             "vit": torch.optim.AdamW(
                 [

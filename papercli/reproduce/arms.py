@@ -54,18 +54,3 @@ class MultiScheduler:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for name, s in self.schedulers.items():
             s.load_state_dict(state_dict[name])
-
-
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer, warmup: int, total: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then cosine decay to zero (ViT Appendix B.1 uses warm-up + cosine/linear)."""
-    import math
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -11,13 +11,13 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from papercli import paths
 from papercli.errors import UsageError
 from papercli.registry import Paper, Registry
 from papercli.reproduce.catalog import recipe_names
+from papercli.reproduce.runs import new_run_dir
 
 
 @dataclass
@@ -74,7 +74,7 @@ def resolve_run_dir(paper: Paper, opts: LaunchOptions) -> Path:
                 f"--resume: no earlier run of '{paper.id}' with a checkpoint under {paths.runs_dir()}"
             )
         return found
-    return paths.runs_dir() / f"{paper.id}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return new_run_dir(paper.id)
 
 
 def build_command(recipe: str, opts: LaunchOptions, run_dir: Path | None) -> list[str]:

@@ -34,6 +34,8 @@ from papercli import paths
 from papercli.errors import PapercliError, UsageError
 from papercli.reproduce import claims
 from papercli.reproduce.config import apply_overrides, to_dict
+from papercli.reproduce.runs import new_run_dir
+from papercli.seeding import step_generator
 
 CHECKPOINT = "checkpoint.pt"
 EXIT_NAN = 3
@@ -71,9 +73,7 @@ class Context:
 
     def generator(self, step: int, stream: int = 0) -> torch.Generator:
         """A CPU generator seeded by (seed, step, stream): batches that survive a resume."""
-        g = torch.Generator()
-        g.manual_seed((self.seed * 1_000_003 + step * 7_919 + stream) % (2**63 - 1))
-        return g
+        return step_generator(self.seed, step, stream)
 
     def batch_indices(self, n: int, batch: int, step: int) -> torch.Tensor:
         """This rank's `batch` sample indices for `step`: epochs are fresh permutations of the `n`
@@ -604,7 +604,7 @@ def _main(recipe_cls: type[Recipe], argv: list[str] | None) -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
 
-    run_dir = args.out or default_run_dir(recipe_cls.paper)
+    run_dir = args.out or new_run_dir(recipe_cls.paper)
     ctx.run_dir = run_dir
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -640,11 +640,6 @@ def _main(recipe_cls: type[Recipe], argv: list[str] | None) -> int:
     if args.json:
         print(json.dumps(record, indent=2, default=float))
     return 0 if record["verdict"] == claims.REPRODUCED else 1
-
-
-def default_run_dir(paper: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return paths.runs_dir() / f"{paper}-{stamp}"
 
 
 def _base_record(recipe_cls: type[Recipe], args, ctx: Context) -> dict[str, Any]:

@@ -46,6 +46,13 @@ def _summary(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
+def new_run_dir(paper_id: str) -> Path:
+    """$PAPERCLI_HOME/runs/<paper>-<YYYYmmdd-HHMMSS>: where a run lands without --out."""
+    from datetime import datetime
+
+    return paths.runs_dir() / f"{paper_id}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
 def list_runs(paper: str | None = None) -> list[dict[str, Any]]:
     root = paths.runs_dir()
     if not root.is_dir():

@@ -59,6 +59,13 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=10_000)
     args = parser.parse_args()
 
+    # Installed packages carry compiled bytecode; an editable checkout only does once Python may
+    # write it. With PYTHONDONTWRITEBYTECODE set (as on this project's machines) every run would
+    # recompile papercli from source while typer/rich/yaml load from .pyc — compile first.
+    import compileall
+
+    compileall.compile_dir(str(REPO / "papercli"), quiet=1)
+
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PAPERCLI_HOME": str(Path(tmp) / "home")}
         floor = median_seconds([sys.executable, "-c", "import typer, rich, yaml"], args.runs, env)

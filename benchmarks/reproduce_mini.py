@@ -4,7 +4,9 @@
     python benchmarks/reproduce_mini.py --papers unet --seeds 0 1 2
 
 Each run is a fresh `papercli reproduce ID --json` process under a temporary PAPERCLI_HOME; the
-table shows the checks' measured values and the wall time of the whole command.
+table shows the checks' measured values and the wall time of the whole command. Before the real
+runs, each paper is also trained for 2 steps: that control must come out NOT reproduced, or the
+verdict could not have failed (`--no-control` skips it).
 """
 
 from __future__ import annotations
@@ -18,33 +20,39 @@ import tempfile
 import time
 
 
+def reproduce(paper: str, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "papercli", "reproduce", paper, *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--papers", nargs="+", default=["unet", "resnet", "vit"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--no-control", dest="control", action="store_false")
     args = p.parse_args()
     failures = 0
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "PAPERCLI_HOME": home}
         for paper in args.papers:
+            if args.control:
+                proc = reproduce(paper, "--steps", "2", env=env)
+                verdict = (
+                    json.loads(proc.stdout)["verdict"] if proc.returncode in (0, 1) else "error"
+                )
+                ok = verdict == "not reproduced"
+                print(
+                    f"{paper:7} control 2 steps  {verdict:15} {'ok' if ok else 'VERDICT CANNOT FAIL'}"
+                )
+                failures += not ok
             for seed in args.seeds:
                 t0 = time.perf_counter()
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "papercli",
-                        "reproduce",
-                        paper,
-                        "--seed",
-                        str(seed),
-                        "--json",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=False,
-                )
+                proc = reproduce(paper, "--seed", str(seed), env=env)
                 wall = time.perf_counter() - t0
                 if proc.returncode not in (0, 1):
                     print(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -340,124 +341,79 @@ def open_pdf(paper_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 
 
 # ----------------------------------------------------------------------------- reproduce
-class Scale(StrEnum):
-    mini = "mini"
-    paper = "paper"
-
-
-@command("reproduce")
-def reproduce(
+def _reproduce(
+    ctx: typer.Context,
     paper_id: Annotated[str, typer.Argument(metavar="ID", help="Paper id, alias or arXiv id.")],
-    scale: Annotated[
-        Scale, typer.Option("--scale", help="mini: minutes on a CPU; paper: the paper's setup.")
-    ] = Scale.mini,
-    gpu: Annotated[
-        bool, typer.Option("--gpu", help="Train on CUDA (bf16 autocast, torch.compile).")
-    ] = False,
-    gpus: Annotated[
-        int, typer.Option("--gpus", min=1, help="GPU processes per node (torchrun + DDP).")
-    ] = 1,
-    procs: Annotated[
-        int, typer.Option("--procs", min=1, help="CPU processes per node (torchrun + DDP/gloo).")
-    ] = 1,
-    nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Number of nodes.")] = 1,
-    node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This node's rank.")] = 0,
-    master_addr: Annotated[
-        str, typer.Option("--master-addr", help="Rendezvous host (multi-node).")
-    ] = "127.0.0.1",
-    master_port: Annotated[
-        int, typer.Option("--master-port", help="Rendezvous port (multi-node).")
-    ] = 29500,
-    epochs: Annotated[
-        float | None, typer.Option("--epochs", min=0.0, help="Train for N epochs.")
-    ] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Train for N steps.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Per-process batch size.")
-    ] = None,
-    sets: Annotated[
-        list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="Override a config field."),
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option("--data", help="Data folder (paper-scale data sets).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out (or the latest one).")
-    ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    no_compile: Annotated[
-        bool, typer.Option("--no-compile", help="Do not torch.compile on GPU.")
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show config, command, params; do not train.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    **values,
 ) -> None:
     """Train a paper's recipe and check the paper's claim (exit 0: reproduced, 1: not)."""
     from papercli.reproduce import dispatch
+    from papercli.reproduce.options import RunOptions
 
+    def explicit(name: str) -> bool:  # typer vendors click: compare the source by name
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+    given = {name for name in values if explicit(name)}
+    opts = RunOptions.make(
+        {name: values[name] or [] if name == "sets" else values[name] for name in given}
+    )
     reg = _registry()
     paper = reg.get(paper_id)
-    recipe = dispatch.recipe_for(paper, reg)
-    opts = dispatch.LaunchOptions(
-        scale=scale.value,
-        gpu=gpu,
-        gpus=gpus,
-        procs=procs,
-        nnodes=nnodes,
-        node_rank=node_rank,
-        master_addr=master_addr,
-        master_port=master_port,
-        epochs=epochs,
-        steps=steps,
-        batch_size=batch_size,
-        sets=sets or [],
-        data=data,
-        out=out,
-        resume=resume,
-        seed=seed,
-        dry_run=dry_run,
-        json=as_json,
-        compile=not no_compile,
-    )
-    if dry_run:
-        plan = dispatch.dry_run(dispatch.build_command(recipe, opts, None))
-        if as_json:
-            render.print_json(plan)
-        else:
-            render.plan_table(plan)
+    if opts.dry_run:
+        dispatch.require_training_extras()
+        command_line = dispatch.build_command(
+            dispatch.recipe_module(paper, reg), paper.id, opts, None
+        )
+        plan = dispatch.dry_run(command_line)
+        render.print_json(plan) if opts.json else render.plan_table(plan)
         return
-    run_dir = dispatch.resolve_run_dir(paper, opts)
-    command_line = dispatch.build_command(recipe, opts, run_dir)
-    if not as_json:
-        render.info(f"run directory: {run_dir}")
-    code = dispatch.run(command_line)
+    started = time.time()
+    code, run_dir = dispatch.reproduce(paper, reg, opts)
     from papercli.reproduce.claims import read_result
 
-    result = read_result(run_dir)
-    if code in (0, 1) and result is not None and not as_json:
+    result = read_result(run_dir) if run_dir is not None else None
+    fresh = result is not None and (run_dir / "result.json").stat().st_mtime >= started
+    if code in (0, 1) and fresh and not opts.json:
         render.result_table(paper, result)
     raise typer.Exit(code)
 
 
+def _with_run_options(fn):
+    """Give `fn` one keyword parameter per RunOptions field: the options are declared once."""
+    import inspect
+
+    from papercli.reproduce.options import RunOptions
+
+    signature = inspect.signature(fn, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    fn.__signature__ = signature.replace(parameters=fixed + RunOptions.typer_parameters())
+    return fn
+
+
+reproduce = command("reproduce")(_with_run_options(_reproduce))
+
+
 @command("recipes")
-def recipes() -> None:
-    """Papers that have a recipe, their scales and the data each needs."""
-    rows = []
-    for p in sorted(_registry().papers, key=lambda p: p.id):
-        if p.reproduce:
-            for scale_name in ("mini", "paper"):
-                rows.append(
-                    (
-                        p.id if scale_name == "mini" else "",
-                        scale_name,
-                        p.reproduce.scales.get(scale_name, ""),
-                        p.reproduce.data.get(scale_name, ""),
-                    )
-                )
-    render.table(("paper", "scale", "setup", "data"), rows, styles=("cyan", "magenta", None, "dim"))
+def recipes(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Papers that have a recipe, their scales, setups and the data each needs."""
+    from papercli.reproduce import catalog, dispatch
+
+    dispatch.require_training_extras()
+    rows = catalog.describe(_registry())
+    if as_json:
+        render.print_json(rows)
+        return
+    render.table(
+        ("paper", "scale", "setup", "data"),
+        [
+            (r["paper"] if r["scale"] == "mini" else "", r["scale"], r["setup"], r["data"])
+            for r in rows
+        ],
+        styles=("cyan", "magenta", None, "dim"),
+    )
 
 
 @command("runs")

@@ -61,9 +61,10 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class Reproduce:
-    recipe: str
-    scales: dict[str, str]
-    data: dict[str, str]
+    """Which recipe trains the paper, and the checks that decide its verdict. What each scale
+    trains on which data is the recipe's own config (`papercli recipes` shows it)."""
+
+    recipe: str  # a papercli recipe ("unet") or the dotted module of the user's own recipe
     checks: tuple[Check, ...]
 
 
@@ -122,8 +123,6 @@ class Paper:
             r = self.reproduce
             out["reproduce"] = {
                 "recipe": r.recipe,
-                "scales": dict(r.scales),
-                "data": dict(r.data),
                 "checks": [
                     {
                         "metric": c.metric,
@@ -146,8 +145,6 @@ class Paper:
         if r:
             d["reproduce"] = Reproduce(
                 recipe=r["recipe"],
-                scales=r["scales"],
-                data=r["data"],
                 checks=tuple(Check(**c) for c in r["checks"]),
             )
         d["source"] = Path(d["source"]) if d["source"] else None
@@ -293,15 +290,22 @@ def _str_map(name: str, value: object, allowed: Iterable[str]) -> dict[str, str]
     return {k: _str(f"{name}.{k}", v) for k, v in data.items()}
 
 
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _recipe_name(name: str, value: object) -> str:
+    if isinstance(value, str) and _MODULE_PATH.fullmatch(value):
+        return value  # the user's own recipe module
+    return _slug(name, value).replace("-", "_")
+
+
 def _reproduce(name: str, value: object) -> Reproduce:
-    data = _mapping(name, value, ("recipe", "scales", "data", "checks"), ("recipe", "checks"))
+    data = _mapping(name, value, ("recipe", "checks"), ("recipe", "checks"))
     checks = data["checks"]
     if not isinstance(checks, list) or not checks:
         raise _Problem(f"{name}.checks", "must be a non-empty list")
     return Reproduce(
-        recipe=_slug(f"{name}.recipe", data["recipe"]).replace("-", "_"),
-        scales=_str_map(f"{name}.scales", data.get("scales", {}), ("mini", "paper")),
-        data=_str_map(f"{name}.data", data.get("data", {}), ("mini", "paper")),
+        recipe=_recipe_name(f"{name}.recipe", data["recipe"]),
         checks=tuple(_check(f"{name}.checks[{i}]", c) for i, c in enumerate(checks)),
     )
 
@@ -440,7 +444,7 @@ def _registry_files(directory: Path) -> list[Path]:
 
 # Parsing YAML costs ~250 us a file; a marshal cache of validated papers, keyed by each file's
 # (mtime, size), costs ~25 us. Only changed files are parsed again. Bump when the schema changes.
-_CACHE_FORMAT = 4
+_CACHE_FORMAT = 5  # 5: reproduce blocks lost scales/data (the recipes own them)
 
 
 def _cache_file(directory: Path) -> Path:
@@ -543,7 +547,7 @@ def validate_files(
     if known_recipes is not None:
         known = set(known_recipes)
         for p in papers:
-            if p.reproduce and p.reproduce.recipe not in known:
+            if p.reproduce and p.reproduce.recipe not in known and "." not in p.reproduce.recipe:
                 problems.append(
                     RegistryError(
                         p.source, f"unknown recipe '{p.reproduce.recipe}'", field="reproduce.recipe"

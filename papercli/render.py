@@ -224,7 +224,21 @@ def plan_table(plan: dict[str, Any]) -> None:
         for k in ("paper", "recipe", "scale", "device", "world_size", "data")
         if k in plan
     ]
-    rows.append(("params", f"{plan['params']:,}"))
+    rows.append(
+        (
+            "batch",
+            f"{plan.get('global_batch')} global = {plan.get('world_size')} process(es) × "
+            f"{plan.get('accum_steps')} accumulation × {plan.get('micro_batch')}",
+        )
+    )
+    rows.append(
+        (
+            "params",
+            f"{plan['params']:,} ({plan.get('trainable_params', plan['params']):,} trainable)",
+        )
+    )
+    for arm, counts in (plan.get("arm_params") or {}).items():
+        rows.append((f"params.{arm}", f"{counts['total']:,}"))
     rows += [(f"config.{k}", v) for k, v in plan.get("config", {}).items()]
     rows.append(("command", shlex.join(plan["command"])))
     table(("field", "value"), rows, title="Dry run (nothing trained)", styles=("bold cyan", None))

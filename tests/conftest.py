@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,28 @@ def write_paper(
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    """Poll until `predicate()` holds (a background run reached a point), or fail."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError
+        time.sleep(0.05)
+
+
+def run_script(
+    script: Path, out: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run a test recipe script (`python tests/tiny_recipe.py --out OUT …`) to its end."""
+    proc = subprocess.run(
+        [sys.executable, str(script), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    if check:
+        assert proc.returncode in (0, 1), proc.stderr
+    return proc

@@ -8,28 +8,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, RESULT_KEYS
+from conftest import REPO, RESULT_KEYS, run_script, wait_for
 
 from papercli.cli import app
-from papercli.reproduce.dispatch import LaunchOptions, build_command
-from papercli.reproduce.engine import load_checkpoint
+from papercli.reproduce.checkpoint import load as load_checkpoint
+from papercli.reproduce.dispatch import build_command
+from papercli.reproduce.options import RunOptions
 
 TINY = REPO / "tests" / "tiny_recipe.py"
 
 
 def run_tiny(out: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, str(TINY), "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    proc = run_script(TINY, out, *args, check=False)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -46,14 +40,6 @@ def weights(out: Path, rank: int = 0) -> list[float]:
     return json.loads((out / f"rank{rank}.json").read_text())["weights"]
 
 
-def wait_for(predicate, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise TimeoutError
-        time.sleep(0.05)
-
-
 def test_run_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
     run_tiny(out)
@@ -64,8 +50,9 @@ def test_run_writes_the_run_directory(tmp_path):
     assert result["verdict"] == "reproduced"
     assert [s for s, _ in evals(out)] == [10, 20, 30, 40]
     assert (out / "config.yaml").exists() and (out / "curves.png").stat().st_size > 1000
-    state = load_checkpoint(out / "checkpoint.pt")
-    assert state["step"] == 40 and set(state) >= {"model", "optimizer", "scheduler", "rng", "step"}
+    state = load_checkpoint(out / "checkpoint.safetensors")
+    assert state["step"] == 40 and set(state) >= {"model", "optimizers", "schedulers", "rng"}
+    assert state["recipe"] == "tiny" and result["trainable_params"] == result["params"]
 
 
 def test_same_seed_same_result_and_other_seed_differs(tmp_path):
@@ -92,7 +79,7 @@ def test_ctrl_c_checkpoints_and_resume_matches_uninterrupted(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted at step" in err and "--resume" in err
-    stopped_at = load_checkpoint(parted / "checkpoint.pt")["step"]
+    stopped_at = load_checkpoint(parted / "checkpoint.safetensors")["step"]
     assert 10 <= stopped_at < 40
     run_tiny(parted, "--resume")
     assert evals(parted) == evals(whole)
@@ -126,11 +113,11 @@ def test_kill_9_leaves_a_loadable_checkpoint(tmp_path):
     )
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    state = load_checkpoint(out / "checkpoint.pt")  # weights_only=True: loads cleanly
+    state = load_checkpoint(out / "checkpoint.safetensors")  # a complete file, never a torn one
     logged = len((out / "metrics.jsonl").read_text().splitlines())
     # each step appends its metrics line, then replaces the checkpoint: the kill may fall in between
     assert state["step"] in (logged, logged - 1) and state["step"] >= 4
-    run_tiny(out, "--resume", "--steps", "400", "--set", "eval_every=100")
+    run_tiny(out, "--resume", "--set", "eval_every=100")  # eval_every may change on resume
     assert json.loads((out / "result.json").read_text())["steps"] == 400
 
 
@@ -142,7 +129,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("papercli: error:")]
     assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0]
     assert "Traceback" not in proc.stderr
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 20
+    assert load_checkpoint(out / "checkpoint.safetensors")["step"] == 20
     result = json.loads((out / "result.json").read_text())
     assert result["verdict"] == "not reproduced" and "nan" in result["error"]
 
@@ -157,7 +144,8 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     proc = run_tiny(tmp_path / "x", "--scale", "huge", check=False)
     assert proc.returncode == 2 and "unknown scale 'huge'" in proc.stderr
     proc = run_tiny(tmp_path / "y", "--resume", check=False)
-    assert proc.returncode == 2 and "no checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "no resumable run" in proc.stderr
+    assert not (tmp_path / "y").exists()  # a failed resume writes nothing
 
 
 @pytest.mark.skipif(
@@ -190,7 +178,7 @@ def test_ddp_two_processes_gloo_disjoint_shards_identical_weights(tmp_path):
         "--out",
         str(out),
         "--batch-size",
-        "16",
+        "32",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     assert proc.returncode == 0, (
@@ -198,7 +186,7 @@ def test_ddp_two_processes_gloo_disjoint_shards_identical_weights(tmp_path):
     )
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert len(r0["seen"]) == len(r1["seen"]) == 40 * 16
-    # per step the two ranks' samples are disjoint halves of one global batch
+    # --batch-size is the global batch: per step the two ranks' 16 samples are disjoint halves
     for step in range(40):
         a = set(r0["seen"][step * 16 : (step + 1) * 16])
         b = set(r1["seen"][step * 16 : (step + 1) * 16])
@@ -208,12 +196,20 @@ def test_ddp_two_processes_gloo_disjoint_shards_identical_weights(tmp_path):
 
 
 def test_build_command_uses_torchrun_for_several_processes(tmp_path):
-    single = build_command("unet", LaunchOptions(), tmp_path)
-    assert single[1:4] == ["-m", "papercli.recipes.unet", "--scale"]
+    single = build_command("papercli.recipes.unet", "unet", RunOptions.make({}), tmp_path)
+    assert single[1:5] == ["-m", "papercli.recipes.unet", "--paper", "unet"]
     multi = build_command(
+        "papercli.recipes.unet",
         "unet",
-        LaunchOptions(
-            gpus=8, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=1234, sets=["lr=0.1"]
+        RunOptions.make(
+            {
+                "gpus": 8,
+                "nnodes": 2,
+                "node_rank": 1,
+                "master_addr": "10.0.0.1",
+                "master_port": 1234,
+                "sets": ["lr=0.1"],
+            }
         ),
         tmp_path,
     )
@@ -224,7 +220,8 @@ def test_build_command_uses_torchrun_for_several_processes(tmp_path):
         in joined
     )
     assert "-m papercli.recipes.unet" in joined and "--gpu" in multi and "--set lr=0.1" in joined
-    cpu = build_command("unet", LaunchOptions(procs=2), tmp_path)
+    assert "--gpus" not in multi[multi.index("-m", 3) :]  # launch options stay with torchrun
+    cpu = build_command("papercli.recipes.unet", "unet", RunOptions.make({"procs": 2}), tmp_path)
     assert "--standalone" in cpu and "--gpu" not in cpu
 
 
@@ -234,7 +231,7 @@ def test_reproduce_dry_run_json(runner):
     plan = json.loads(result.stdout)
     assert plan["params"] == 481_762 and plan["device"] == "cpu" and plan["config"]["lr"] == 0.02
     assert plan["command"][1:3] == ["-m", "papercli.recipes.unet"]
-    assert "stardist" in plan["data"]
+    assert plan["data"].startswith("nuclei:")
     paper = json.loads(
         runner.invoke(app, ["reproduce", "unet", "--dry-run", "--json", "--scale", "paper"]).stdout
     )
@@ -248,7 +245,12 @@ def test_reproduce_unknown_or_recipe_less_paper(runner):
 
 
 def test_recipes_and_doctor(runner):
-    listing = runner.invoke(app, ["recipes"])
-    assert listing.exit_code == 0 and "unet" in listing.stdout and "stardist" in listing.stdout
+    listing = runner.invoke(app, ["recipes", "--json"])
+    assert listing.exit_code == 0, listing.output
+    rows = {(r["paper"], r["scale"]): r for r in json.loads(listing.stdout)}
+    # setups are generated from the recipes' configs: sizes and steps come from one place
+    assert rows["unet", "paper"]["setup"] == "unet-paper (31.03M); 20,000 steps of 1"
+    assert rows["vit", "paper"]["setup"].endswith("93,750 steps of 4096, 16 accumulation steps")
+    assert rows["resnet", "mini"]["dataset"] == "fashion-mnist"
     doctor = runner.invoke(app, ["doctor"])
     assert "torch" in doctor.stdout and "unet (mini)" in doctor.stdout

@@ -4,7 +4,6 @@ real training run on the nuclei image through the CLI."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +13,9 @@ from conftest import RESULT_KEYS
 from papercli.cli import app
 from papercli.data import isbi2012
 from papercli.errors import PapercliError
+from papercli.metrics.segmentation import foreground_iou, object_f1, rand_error
 from papercli.models.unet import UNet, UNetConfig, unet
-from papercli.recipes.unet import (
-    border_weight_map,
-    foreground_iou,
-    object_f1,
-    overlap_tile_predict,
-    rand_error,
-)
+from papercli.recipes.unet import border_weight_map, overlap_tile_predict
 
 
 def test_paper_shape_contract_572_to_388():
@@ -92,7 +86,7 @@ def test_isbi_loader_reads_tif_stacks(tmp_path):
 def test_short_real_unet_run_through_the_cli(runner, papercli_home):
     result = runner.invoke(app, ["reproduce", "unet", "--steps", "30", "--set", "eval_every=15"])
     assert result.exit_code in (0, 1), result.output  # 30 steps need not reach the claim
-    out = Path(result.stdout.split("run directory: ", 1)[1].splitlines()[0])
+    (out,) = (papercli_home / "runs").iterdir()
     assert out.parent == papercli_home / "runs" and out.name.startswith("unet-")
     record = json.loads((out / "result.json").read_text())
     assert set(record) >= RESULT_KEYS

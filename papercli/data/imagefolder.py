@@ -108,14 +108,16 @@ class ImageFolder(torch.utils.data.Dataset):
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
-    """Yields, for each step from `start` on, [(index, step), …] of this rank's batch."""
+    """Yields, for each step from `start` on and each of its accumulation micro-steps,
+    [(index, step), …] of this process's micro-batch."""
 
-    def __init__(self, ctx, n: int, batch: int, start: int, total: int):
-        self.ctx, self.n, self.batch, self.start, self.total = ctx, n, batch, start, total
+    def __init__(self, ctx, n: int, start: int, total: int):
+        self.ctx, self.n, self.start, self.total = ctx, n, start, total
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.total):
-            yield [(int(i), step) for i in self.ctx.batch_indices(self.n, self.batch, step)]
+            for micro in range(self.ctx.accum_steps):
+                yield [(int(i), step) for i in self.ctx.batch_indices(self.n, step, micro)]
 
     def __len__(self) -> int:
-        return self.total - self.start
+        return (self.total - self.start) * self.ctx.accum_steps

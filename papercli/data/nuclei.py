@@ -10,7 +10,7 @@ from papercli.data import sources
 from papercli.errors import PapercliError
 
 
-def load() -> tuple[np.ndarray, np.ndarray]:
+def load(data_path=None) -> tuple[np.ndarray, np.ndarray]:
     """(image float32 in [0, 1] after 1–99.8 percentile normalisation, instance labels int32)."""
     import tifffile
 

@@ -1,6 +1,6 @@
-"""Which data sets the recipes use, and whether each is present — without importing torch.
+"""Whether each offline data set is present on this machine — without importing torch.
 
-`papercli doctor` and `papercli recipes` read this; the loaders themselves live beside it."""
+One function per data set, named after it (`papercli.data.registry` finds them by name)."""
 
 from __future__ import annotations
 
@@ -58,16 +58,5 @@ def digits() -> Status:
     return Status(True, "scikit-learn bundled digits (1797 8x8 images)")
 
 
-def needs_path(name: str) -> Status:
-    return Status(
-        False,
-        f"{name} is not bundled: pass --data PATH (or let the loader download it where there is internet)",
-    )
-
-
-OFFLINE = {"nuclei": nuclei, "fashion-mnist": fashion_mnist, "digits": digits}
-
-
-def status(name: str) -> Status:
-    check = OFFLINE.get(name)
-    return check() if check else needs_path(name)
+def needs_path(name: str, how_to_get: str) -> Status:
+    return Status(False, f"{name} is not bundled: {how_to_get}")

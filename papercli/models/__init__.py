@@ -1,31 +1,82 @@
-"""Models by name, timm-style: `create_model("resnet56")`, `create_model("vit-b/16")`.
+"""Models by name, timm-style: `create_model("resnet56-cifar")`, `create_model("vit-b/16")`.
 
-Each architecture lives in its own file, in plain torch, with no training code."""
+Each architecture family lives in its own file, in plain torch, with no training code, and
+registers its names with `register_model` when imported. Names are exact ("resnet50",
+"vit-b/16"); a family may also register a pattern for parametric names ("vit-l/14").
+Backbones used by detection heads implement the features API: `feature_info` (channels and
+reduction of each output) and `forward_features(x)` (a list of NCHW maps, one per stage).
+"""
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
+import importlib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+FAMILIES = ("papercli.models.resnet", "papercli.models.vit", "papercli.models.unet")
 
-def create_model(name: str, **kwargs: Any):
-    """resnet{18,34,50,101,152} and plain{18,34,…}: ImageNet family; resnet{20,32,44,56,110}-cifar and
-    plain{…}-cifar: CIFAR family (6n+2); vit-{ti,s,b,l,h}/{patch}; unet-paper, unet-mini."""
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable[..., Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    paper: str = ""  # registry id of the paper that defines it
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], ModelEntry]]] = []
+_loaded = False
+
+
+def register_model(
+    model_name: str, factory: Callable[..., Any], /, *, paper: str = "", **defaults: Any
+) -> None:
+    """Make `create_model(model_name, **overrides)` call `factory(**defaults, **overrides)`."""
+    key = model_name.lower()
+    if key in _MODELS:
+        raise ValueError(f"model '{model_name}' is registered twice")
+    _MODELS[key] = ModelEntry(key, factory, defaults, paper)
+
+
+def register_pattern(pattern: str, resolve: Callable[[re.Match[str]], ModelEntry]) -> None:
+    """Parametric names (e.g. any ViT patch size): `resolve(match)` builds the entry."""
+    _PATTERNS.append((re.compile(pattern), resolve))
+
+
+def _load_families() -> None:
+    global _loaded
+    if not _loaded:
+        for module in FAMILIES:
+            importlib.import_module(module)
+        _loaded = True
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    _load_families()
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern.lower()))
+
+
+def model_entry(name: str) -> ModelEntry:
+    _load_families()
     key = name.lower()
-    if key.startswith("vit"):
-        from papercli.models.vit import vit
+    if key in _MODELS:
+        return _MODELS[key]
+    for pattern, resolve in _PATTERNS:
+        match = pattern.fullmatch(key)
+        if match:
+            return resolve(match)
+    close = difflib.get_close_matches(key, list(_MODELS), n=5, cutoff=0.6)
+    hint = (
+        f" (did you mean: {', '.join(close)}?)" if close else " (see papercli.models.list_models())"
+    )
+    raise ValueError(f"unknown model '{name}'{hint}")
 
-        return vit(key, **kwargs)
-    if key.startswith("unet"):
-        from papercli.models.unet import unet
 
-        return unet(key, **kwargs)
-    m = re.fullmatch(r"(resnet|plain)(\d+)(-cifar)?", key)
-    if m:
-        from papercli.models import resnet
-
-        depth, residual = int(m.group(2)), m.group(1) == "resnet"
-        if m.group(3) or depth not in resnet.IMAGENET_LAYERS:
-            return resnet.cifar_resnet(depth, residual=residual, **kwargs)
-        return resnet.imagenet_resnet(depth, residual=residual, **kwargs)
-    raise ValueError(f"unknown model '{name}'")
+def create_model(name: str, **overrides: Any):
+    entry = model_entry(name)
+    return entry.factory(**{**entry.defaults, **overrides})

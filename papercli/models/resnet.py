@@ -149,6 +149,25 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def feature_info(self) -> list[dict[str, int]]:
+        """Channels and total stride of each stage's output (the maps `forward_features` returns)."""
+        expansion = 4 if self.cfg.block == "bottleneck" else 1
+        first = 4 if self.cfg.stem == "imagenet" else 1
+        return [
+            {"channels": w * expansion, "reduction": first * 2**i}
+            for i, w in enumerate(self.cfg.widths)
+        ]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output map (C2…C5 for the ImageNet family): what detection heads use."""
+        x = self.stem(x)
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
@@ -192,3 +211,31 @@ def cifar_resnet(depth: int, *, residual: bool = True, width: int = 16, **overri
         **{"num_classes": 10, **overrides},
     )
     return ResNet(cfg)
+
+
+def _register() -> None:
+    from papercli.models import ModelEntry, register_model, register_pattern
+
+    for depth in IMAGENET_LAYERS:
+        register_model(f"resnet{depth}", imagenet_resnet, paper="resnet", depth=depth)
+        register_model(
+            f"plain{depth}", imagenet_resnet, paper="resnet", depth=depth, residual=False
+        )
+    for depth in CIFAR_DEPTHS:
+        register_model(f"resnet{depth}-cifar", cifar_resnet, paper="resnet", depth=depth)
+        register_model(
+            f"plain{depth}-cifar", cifar_resnet, paper="resnet", depth=depth, residual=False
+        )
+    # any 6n+2 depth of the CIFAR family (Section 4.2), e.g. the tests' resnet8-cifar
+    register_pattern(
+        r"(resnet|plain)(\d+)-cifar",
+        lambda m: ModelEntry(
+            m.group(0),
+            cifar_resnet,
+            {"depth": int(m.group(2)), "residual": m.group(1) == "resnet"},
+            "resnet",
+        ),
+    )
+
+
+_register()

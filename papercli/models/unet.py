@@ -132,3 +132,13 @@ def unet(name: str = "unet-paper", **overrides) -> UNet:
     if overrides:
         cfg = UNetConfig(**{**cfg.__dict__, **overrides})
     return UNet(cfg)
+
+
+def _register() -> None:
+    from papercli.models import register_model
+
+    for name in CONFIGS:
+        register_model(name, unet, paper="unet", name=name)
+
+
+_register()

@@ -125,12 +125,27 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.patch_embed.weight, std=math.sqrt(1 / fan_in))
         nn.init.zeros_(self.patch_embed.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 1-3: the encoder's final token states (B, 1 + N, D), before the last LayerNorm."""
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D): x_p E
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1) + self.pos_embed  # Eq. 1
-        x = self.blocks(self.dropout(x))
-        return self.head(self.norm(x[:, 0]))  # Eq. 4, then the classifier
+        return self.blocks(self.dropout(x))
+
+    @property
+    def feature_info(self) -> list[dict[str, int]]:
+        return [{"channels": self.cfg.dim, "reduction": self.cfg.patch_size}]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The normalised patch tokens as one (B, D, H/p, W/p) map (a plain-ViT detection
+        backbone, as in ViTDet)."""
+        tokens = self.norm(self.encode(x))[:, 1:]
+        b, n, d = tokens.shape
+        side = int(n**0.5)
+        return [tokens.transpose(1, 2).reshape(b, d, side, n // side)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.encode(x)[:, 0]))  # Eq. 4, then the classifier
 
     def resize_pos_embed(self, image_size: int) -> None:
         """Section 3.2: fine-tuning at a higher resolution keeps the patch size, so the sequence is
@@ -148,3 +163,18 @@ class VisionTransformer(nn.Module):
 
 def vit(name: str = "vit-b/16", **overrides) -> VisionTransformer:
     return VisionTransformer(config(name, **overrides))
+
+
+def _register() -> None:
+    from papercli.models import ModelEntry, register_model, register_pattern
+
+    # the paper's Table 1/5 models, DeiT's small sizes, and our laptop size
+    for name in ("ti/16", "s/16", "s/32", "b/16", "b/32", "l/16", "l/32", "h/14", "mini/7"):
+        register_model(f"vit-{name}", vit, paper="vit", name=f"vit-{name}")
+    register_pattern(
+        r"vit[-_/](ti|s|b|l|h|mini)[/_](\d+)",
+        lambda m: ModelEntry(m.group(0), vit, {"name": f"vit-{m.group(1)}/{m.group(2)}"}, "vit"),
+    )
+
+
+_register()

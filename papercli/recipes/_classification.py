@@ -12,21 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from papercli.data import registry as datasets
 from papercli.data.transforms import normalize, pad_crop_flip
+from papercli.metrics.classification import correct, cross_entropy_sum
+from papercli.reproduce.config import fraction
 from papercli.reproduce.engine import Recipe, TrainConfig
 
 Dataset = Literal["fashion-mnist", "digits", "cifar10", "imagenet"]
-STATS = {
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-    "digits": ((0.3,), (0.4,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-}
-SOURCES = {
-    "fashion-mnist": "Fashion-MNIST (Debian dataset-fashion-mnist: 60k/10k real 28x28 images)",
-    "digits": "scikit-learn digits (1797 real 8x8 images, bundled)",
-    "cifar10": "CIFAR-10 binary batches (--data PATH, or downloaded with an MD5 check)",
-    "imagenet": "ImageNet-style folder from --data PATH (train/<class>/…, val/<class>/…)",
-}
 
 
 @dataclass
@@ -34,34 +26,15 @@ class ClassificationConfig(TrainConfig):
     dataset: Dataset = "fashion-mnist"
     image_size: int = 0  # 0 = native; else resample (in-memory sets) or crop size (folders)
     augment: bool = True
-    label_smoothing: float = 0.0
+    label_smoothing: float = fraction(0.0)
     eval_train_samples: int = 5000  # fixed training subset for training-loss curves
     eval_test_samples: int = 0  # 0 = the whole test set
     workers: int = 8  # DataLoader processes for image folders
 
 
 def load_in_memory(name: str, data_path) -> dict[str, torch.Tensor]:
-    """uint8 images (N, [C,] H, W) and int64 labels."""
-    if name == "fashion-mnist":
-        from papercli.data import fashion_mnist
-
-        d = fashion_mnist.load(data_path)
-    elif name == "cifar10":
-        from papercli.data import cifar10
-
-        d = cifar10.load(data_path)
-    else:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = (digits.images * 255.0 / 16.0).astype(np.uint8)
-        labels = digits.target.astype(np.int64)
-        d = {
-            "train_x": images[:1500],
-            "train_y": labels[:1500],
-            "test_x": images[1500:],
-            "test_y": labels[1500:],
-        }
+    """uint8 images (N, [C,] H, W) and int64 labels of an in-memory data set."""
+    d = datasets.get(name).load(data_path)
     return {
         k: torch.from_numpy(np.array(v, dtype=np.int64 if k.endswith("_y") else np.uint8))
         for k, v in d.items()
@@ -71,29 +44,29 @@ def load_in_memory(name: str, data_path) -> dict[str, torch.Tensor]:
 class ClassificationRecipe(Recipe):
     cfg: ClassificationConfig
     channels_last = True
+    unit = "images"
 
     # --- data -----------------------------------------------------------------------------------
+    @property
+    def spec(self) -> datasets.DatasetSpec:
+        return datasets.get(self.cfg.dataset)
+
     def data_source(self) -> str:
-        return SOURCES[self.cfg.dataset]
+        where = f" from {self.ctx.data_path}" if self.ctx.data_path else ""
+        return f"{self.cfg.dataset}: {self.spec.description}{where}"
 
     @property
     def in_channels(self) -> int:
-        return 1 if self.cfg.dataset in ("fashion-mnist", "digits") else 3
+        return self.spec.shape[0]
 
     @property
     def num_classes(self) -> int:
-        return (
-            len(self.classes)
-            if self.cfg.dataset == "imagenet" and hasattr(self, "classes")
-            else (1000 if self.cfg.dataset == "imagenet" else 10)
-        )
+        classes = getattr(self, "classes", None)  # an image folder may hold fewer classes
+        return len(classes) if classes else self.spec.num_classes
 
     @property
     def input_size(self) -> int:
-        native = {"fashion-mnist": 28, "digits": 8, "cifar10": 32, "imagenet": 224}[
-            self.cfg.dataset
-        ]
-        return self.cfg.image_size or native
+        return self.cfg.image_size or self.spec.shape[-1]
 
     def setup_data(self) -> None:
         if self.cfg.dataset == "imagenet":
@@ -120,7 +93,7 @@ class ClassificationRecipe(Recipe):
             d["test_x"],
             d["test_y"],
         )
-        self.mean, self.std = STATS[self.cfg.dataset]
+        self.mean, self.std = self.spec.mean, self.spec.std
         g = torch.Generator().manual_seed(1234)  # the same evaluation subsets in every run
         n_train = min(self.cfg.eval_train_samples, len(self.train_x))
         self.eval_train_idx = torch.randperm(len(self.train_x), generator=g)[:n_train]
@@ -128,7 +101,13 @@ class ClassificationRecipe(Recipe):
         self.eval_test_idx = torch.arange(n_test)
 
     def steps_per_epoch(self) -> int:
-        n = len(self.train_set) if self.cfg.dataset == "imagenet" else len(self.train_x)
+        """Steps of one global batch per pass over the training set (known before loading)."""
+        if hasattr(self, "train_set"):
+            n = len(self.train_set)
+        elif hasattr(self, "train_x"):
+            n = len(self.train_x)
+        else:
+            n = self.spec.train_size
         return max(1, n // self.cfg.batch_size)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,25 +130,22 @@ class ClassificationRecipe(Recipe):
             x.contiguous(memory_format=torch.channels_last) if self.ctx.device.type == "cuda" else x
         )
 
-    def train_batch(self, step: int):
+    def train_batch(self, step: int, micro: int = 0):
         if self.cfg.dataset == "imagenet":
-            return self._folder_batch(step)
-        idx = self.ctx.batch_indices(len(self.train_x), self.cfg.batch_size, step)
+            return self._folder_batch(step, micro)
+        idx = self.ctx.batch_indices(len(self.train_x), step, micro)
         x = self._prepare(self.train_x[idx])
         if self.cfg.augment:
-            pad = max(
-                1, x.shape[-1] // 8
-            )  # 4 px at 32 px (ResNet Section 4.2), in proportion elsewhere
-            x = pad_crop_flip(x, pad, self.ctx.generator(step, stream=self.ctx.rank))
+            pad = max(1, x.shape[-1] // 8)  # 4 px at 32 px (ResNet Section 4.2), in proportion
+            x = pad_crop_flip(x, pad, self.ctx.generator(step, stream=self.ctx.shard(micro)))
         return self._to_device(x), self.train_y[idx].to(self.ctx.device)
 
-    def _folder_batch(self, step: int):
-        if self._loader is None or self._next_step != step:
+    def _folder_batch(self, step: int, micro: int):
+        position = (step, micro)
+        if self._loader is None or self._next != position:
             from papercli.data.imagefolder import StepBatchSampler
 
-            sampler = StepBatchSampler(
-                self.ctx, len(self.train_set), self.cfg.batch_size, step, self.cfg.steps
-            )
+            sampler = StepBatchSampler(self.ctx, len(self.train_set), step, self.cfg.steps)
             self._loader = iter(
                 torch.utils.data.DataLoader(
                     self.train_set,
@@ -180,17 +156,18 @@ class ClassificationRecipe(Recipe):
                 )
             )
         x, y = next(self._loader)
-        self._next_step = step + 1
+        self._next = (step, micro + 1) if micro + 1 < self.ctx.accum_steps else (step + 1, 0)
         return self._to_device(x), y.to(self.ctx.device, non_blocking=True)
 
     # --- training and evaluation ----------------------------------------------------------------
-    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        """Each arm's cross-entropy; the arms are independent models, so the backward pass of the
+        summed losses gives each arm exactly its own gradients."""
         x, y = batch
-        # the arms are independent models: summing their losses gives each its own gradients
-        return sum(
-            F.cross_entropy(out.float(), y, label_smoothing=self.cfg.label_smoothing)
-            for out in model(x).values()
-        )
+        return {
+            name: F.cross_entropy(out.float(), y, label_smoothing=self.cfg.label_smoothing)
+            for name, out in model(x).items()
+        }
 
     def _score(self, model: nn.Module, batches) -> dict[str, tuple[float, float]]:
         """Mean cross-entropy and accuracy of every arm over (x, y) batches."""
@@ -200,8 +177,8 @@ class ClassificationRecipe(Recipe):
             x, y = self._to_device(x), y.to(self.ctx.device)
             count += len(y)
             for name, out in model(x).items():
-                sums[name][0] += F.cross_entropy(out.float(), y, reduction="sum").item()
-                sums[name][1] += (out.argmax(1) == y).sum().item()
+                sums[name][0] += cross_entropy_sum(out, y)
+                sums[name][1] += correct(out, y)
         return {name: (s[0] / max(count, 1), s[1] / max(count, 1)) for name, s in sums.items()}
 
     def _tensor_batches(self, xs: torch.Tensor, ys: torch.Tensor, size: int = 1000):

@@ -33,24 +33,22 @@ from torch import nn
 
 from papercli.models import create_model
 from papercli.recipes._classification import ClassificationConfig, ClassificationRecipe
-from papercli.reproduce.arms import Arms, MultiOptimizer, MultiScheduler
+from papercli.reproduce.arms import Arms
+from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import run
 
 
 @dataclass
 class ResNetTrainConfig(ClassificationConfig):
     arms: tuple[str, ...] = ("plain20", "plain56", "resnet20", "resnet56")
-    width: int = 16  # filters of the first stage (the paper: 16)
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_drops: tuple[float, ...] = (
-        0.5,
-        0.75,
-    )  # lr ÷10 at these fractions of training (32k/64k, 48k/64k)
-    warmup_steps: int = (
-        0  # Section 4.2 (ResNet-110): lr 0.01 until training error < 80%, ~400 iterations
-    )
+    width: int = bounded(16, ge=1)  # filters of the first stage (the paper: 16)
+    lr: float = bounded(0.1, gt=0.0)
+    momentum: float = fraction(0.9)
+    weight_decay: float = bounded(1e-4, ge=0.0)
+    # lr ÷10 at these fractions of training (32k/64k, 48k/64k)
+    lr_drops: tuple[float, ...] = (0.5, 0.75)
+    # Section 4.2 (ResNet-110): lr 0.01 until training error < 80%, ~400 iterations
+    warmup_steps: int = bounded(0, ge=0)
 
 
 PAPER = ResNetTrainConfig(
@@ -98,17 +96,16 @@ class ResNetRecipe(ClassificationRecipe):
                 return 0.1  # the paper's 0.01 warm-up for very deep nets
             return 0.1 ** sum(step >= m for m in milestones)
 
-        optimizers, schedulers = {}, {}
-        for name, arm in model.items():
+        optimizers = {}
+        for name, arm in model.items():  # one optimizer per arm, stepped in arm order
             opt = torch.optim.SGD(
                 arm.parameters(),
                 lr=self.cfg.lr,
                 momentum=self.cfg.momentum,
                 weight_decay=self.cfg.weight_decay,
             )
-            optimizers[name] = opt
-            schedulers[name] = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return MultiOptimizer(optimizers), MultiScheduler(schedulers)
+            optimizers[name] = (opt, torch.optim.lr_scheduler.LambdaLR(opt, factor))
+        return optimizers
 
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
         m = dict(last_eval)

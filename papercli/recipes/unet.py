@@ -28,24 +28,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from papercli.data import augment
+from papercli.data import registry as datasets
+from papercli.metrics.segmentation import foreground_iou, object_f1, rand_error
 from papercli.models.unet import UNet, unet
+from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import Recipe, TrainConfig, run
-from papercli.reproduce.schedules import warmup_cosine
+from papercli.reproduce.optim import warmup_cosine
 
 
 @dataclass
 class UNetTrainConfig(TrainConfig):
     model: Literal["unet-mini", "unet-paper"] = "unet-mini"
     dataset: Literal["nuclei", "isbi2012"] = "nuclei"
-    tile: int = 96  # side of the training *input* tile (rounded up to a size the net accepts)
-    lr: float = 0.01
-    momentum: float = 0.99  # Section 3: "a high momentum (0.99)"
-    w0: float = 10.0  # Eq. 2
-    sigma: float = 5.0  # Eq. 2, "σ ≈ 5 pixels"
-    elastic_sigma: float = 10.0  # Section 3.1: displacement std in pixels
-    elastic_points: int = 3  # Section 3.1: coarse 3x3 grid
-    dropout: float = 0.0
-    holdout: float = 0.25  # fraction of the nuclei image (right-hand columns) never trained on
+    tile: int = bounded(
+        96, ge=16
+    )  # training *input* tile side (rounded up to a size the net takes)
+    lr: float = bounded(0.01, gt=0.0)
+    momentum: float = fraction(0.99)  # Section 3: "a high momentum (0.99)"
+    w0: float = bounded(10.0, ge=0.0)  # Eq. 2
+    sigma: float = bounded(5.0, gt=0.0)  # Eq. 2, "σ ≈ 5 pixels"
+    elastic_sigma: float = bounded(10.0, ge=0.0)  # Section 3.1: displacement std in pixels
+    elastic_points: int = bounded(3, ge=2)  # Section 3.1: coarse 3x3 grid
+    dropout: float = fraction(0.0)
+    holdout: float = bounded(0.25, gt=0.0, lt=1.0)  # share of the nuclei image never trained on
 
 
 MINI = UNetTrainConfig(steps=400, batch_size=8, eval_every=100, tile=96, lr=0.01)
@@ -148,62 +153,21 @@ def _mirror_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -
     return x
 
 
-# ----------------------------------------------------------------------------- metrics
-def foreground_iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    union = np.logical_or(pred, truth).sum()
-    return float(np.logical_and(pred, truth).sum() / union) if union else 1.0
-
-
-def object_f1(pred: np.ndarray, instances: np.ndarray, iou: float = 0.5) -> float:
-    """Instance-level F1: a predicted connected component matches a true cell at IoU > 0.5.
-    Merged touching cells count as misses, so this rewards the border-weighted loss."""
-    from scipy import ndimage
-
-    comps, n_pred = ndimage.label(pred)
-    n_true = len(np.unique(instances[instances > 0]))
-    if n_pred == 0 or n_true == 0:
-        return 0.0
-    both = (comps > 0) & (instances > 0)
-    # overlap of every (component, cell) pair that touches, counted in one pass
-    pairs, overlap = np.unique(np.stack([comps[both], instances[both]]), axis=1, return_counts=True)
-    size_c = np.bincount(comps.ravel())
-    size_t = np.bincount(instances.ravel())
-    c, t = pairs
-    matched = int((overlap / (size_c[c] + size_t[t] - overlap) > iou).sum())
-    precision, recall = matched / n_pred, matched / n_true
-    return 2 * precision * recall / (precision + recall) if matched else 0.0
-
-
-def rand_error(pred: np.ndarray, instances: np.ndarray) -> float:
-    """Adapted Rand error of the ISBI 2012 challenge (1 − Rand F-score over foreground pixels of the
-    truth), computed on connected components of the predicted cell interiors."""
-    from scipy import ndimage
-
-    seg = ndimage.label(pred)[0].ravel()
-    gt = instances.ravel()
-    keep = gt > 0
-    seg, gt = seg[keep].astype(np.int64), gt[keep].astype(np.int64)
-    if gt.size == 0:
-        return 0.0
-    joint = np.unique(seg * (gt.max() + 1) + gt, return_counts=True)[1].astype(np.float64)
-    a = np.unique(seg, return_counts=True)[1].astype(np.float64)
-    b = np.unique(gt, return_counts=True)[1].astype(np.float64)
-    sum_p2, sum_a2, sum_b2 = (joint**2).sum(), (a**2).sum(), (b**2).sum()
-    return float(1.0 - 2.0 * sum_p2 / (sum_a2 + sum_b2))
-
-
 # ----------------------------------------------------------------------------- the recipe
 class UNetRecipe(Recipe):
     paper = "unet"
     config_class = UNetTrainConfig
     scales = {"mini": MINI, "paper": PAPER}
     channels_last = True
+    unit = "tiles"
     cfg: UNetTrainConfig
 
     def data_source(self) -> str:
+        spec = datasets.get(self.cfg.dataset)
         if self.cfg.dataset == "nuclei":
-            return f"stardist wheel nuclei image (512x512, 125 nuclei); right {self.cfg.holdout:.0%} held out"
-        return f"ISBI 2012 EM stacks from {self.ctx.data_path or '--data PATH (required)'}; last 5 slices held out"
+            return f"nuclei: {spec.description}; right {self.cfg.holdout:.0%} held out"
+        where = self.ctx.data_path or "--data PATH (required)"
+        return f"isbi2012: {spec.description} from {where}; last 5 slices held out"
 
     def build_model(self) -> UNet:
         return unet(self.cfg.model, dropout=self.cfg.dropout)
@@ -260,11 +224,11 @@ class UNetRecipe(Recipe):
         )
         return max(1, pixels // (self.out_size**2 * self.cfg.batch_size))
 
-    def train_batch(self, step: int):
+    def train_batch(self, step: int, micro: int = 0):
         """Random tiles of the training part, elastically deformed (Section 3.1); the labels and
         weights are deformed with the same field and cropped to the network's output size."""
-        g = self.ctx.generator(step, stream=self.ctx.rank)
-        n, size = self.cfg.batch_size, self.in_size
+        g = self.ctx.generator(step, stream=self.ctx.shard(micro))
+        n, size = self.ctx.micro_batch, self.in_size
         xs, ys, ws = [], [], []
         for _ in range(n):
             k = int(torch.randint(len(self.train_images), (1,), generator=g))

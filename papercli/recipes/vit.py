@@ -16,7 +16,7 @@ Both arms train side by side on identical batches, each with its customary optim
            ResNet-20 (0.27M) on Fashion-MNIST at 28 px, 1000 steps of 128
     paper  ViT-B/16 at 224 px on an ImageNet folder from --data: batch 4096, Adam lr 3e-3, weight
            decay 0.3, 10k warm-up steps, cosine decay, 300 epochs, dropout 0.1 (Table 3);
-           `--set baseline=resnet50` adds the ResNet arm
+           `--set baseline.model=resnet50` adds the ResNet arm
 """
 
 from __future__ import annotations
@@ -28,24 +28,32 @@ from torch import nn
 
 from papercli.models import create_model
 from papercli.recipes._classification import ClassificationConfig, ClassificationRecipe
-from papercli.reproduce.arms import Arms, MultiOptimizer, MultiScheduler
+from papercli.reproduce.arms import Arms
+from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import run
-from papercli.reproduce.schedules import warmup_cosine
+from papercli.reproduce.optim import warmup_cosine, weight_decay_groups
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A CNN arm trained alongside the ViT on the same batches (`model=""`: ViT alone)."""
+
+    model: str = ""  # e.g. resnet20 (CIFAR family on small images), resnet50 (ImageNet)
+    width: int = bounded(16, ge=1)  # CIFAR-style baselines only
+    lr: float = bounded(0.1, gt=0.0)
+    weight_decay: float = bounded(1e-4, ge=0.0)
 
 
 @dataclass
 class ViTTrainConfig(ClassificationConfig):
     model: str = "vit-b/16"
-    patch_size: int = 0  # 0 = from the model name
-    dropout: float = 0.0
-    lr: float = 3e-3
-    weight_decay: float = 0.3
-    beta2: float = 0.999
-    warmup_steps: int = 10_000
-    baseline: str = ""  # a CNN arm trained alongside ("" = ViT alone), e.g. resnet20, resnet50
-    baseline_width: int = 16  # CIFAR-style baselines only
-    baseline_lr: float = 0.1
-    baseline_weight_decay: float = 1e-4
+    patch_size: int = bounded(0, ge=0)  # 0 = from the model name
+    dropout: float = fraction(0.0)
+    lr: float = bounded(3e-3, gt=0.0)
+    weight_decay: float = bounded(0.3, ge=0.0)
+    beta2: float = fraction(0.999)
+    warmup_steps: int = bounded(10_000, ge=0)
+    baseline: Baseline = Baseline()  # --set baseline.model=resnet50 --set baseline.lr=0.05
 
 
 PAPER = ViTTrainConfig(
@@ -53,7 +61,8 @@ PAPER = ViTTrainConfig(
     image_size=224,
     model="vit-b/16",
     steps=93_750,
-    batch_size=4096,
+    batch_size=4096,  # global (Table 3)
+    micro_batch_size=256,  # per GPU: 16 accumulation steps on one GPU, 2 on eight
     eval_every=3125,
     log_every=100,
     lr=3e-3,
@@ -74,7 +83,7 @@ MINI = ViTTrainConfig(
     weight_decay=0.05,
     warmup_steps=50,
     grad_clip=1.0,
-    baseline="resnet20",
+    baseline=Baseline(model="resnet20"),
     augment=False,
     eval_train_samples=2000,
     eval_test_samples=5000,
@@ -97,10 +106,10 @@ class ViTRecipe(ClassificationRecipe):
         if self.cfg.patch_size:
             overrides["patch_size"] = self.cfg.patch_size
         arms = {"vit": create_model(self.cfg.model, **overrides)}
-        if self.cfg.baseline:
-            name = self.cfg.baseline
+        if self.cfg.baseline.model:
+            name = self.cfg.baseline.model
             cifar = self.cfg.dataset != "imagenet"
-            extra = {"width": self.cfg.baseline_width} if cifar else {}
+            extra = {"width": self.cfg.baseline.width} if cifar else {}
             arms["resnet"] = create_model(
                 f"{name}-cifar" if cifar else name,
                 in_channels=self.in_channels,
@@ -112,33 +121,21 @@ class ViTRecipe(ClassificationRecipe):
     def configure_optimizers(self, model: nn.Module):
         # Appendix B.1: Adam, β1 = 0.9, β2 = 0.999, high weight decay (decoupled here, AdamW);
         # no decay on biases, LayerNorm and the position/class embeddings.
-        vit = model["vit"]
-        decay, no_decay = [], []
-        for n, p in vit.named_parameters():
-            is_matrix = p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n
-            (decay if is_matrix else no_decay).append(p)
-        optimizers = {
-            "vit": torch.optim.AdamW(
-                [
-                    {"params": decay, "weight_decay": self.cfg.weight_decay},
-                    {"params": no_decay, "weight_decay": 0.0},
-                ],
-                lr=self.cfg.lr,
-                betas=(0.9, self.cfg.beta2),
-            )
-        }
+        groups = weight_decay_groups(
+            model["vit"], self.cfg.weight_decay, skip=("pos_embed", "cls_token")
+        )
+        optimizers = {"vit": torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, self.cfg.beta2))}
         if "resnet" in model:
             optimizers["resnet"] = torch.optim.SGD(
                 model["resnet"].parameters(),
-                lr=self.cfg.baseline_lr,
+                lr=self.cfg.baseline.lr,
                 momentum=0.9,
-                weight_decay=self.cfg.baseline_weight_decay,
+                weight_decay=self.cfg.baseline.weight_decay,
             )
-        schedulers = {
-            name: warmup_cosine(opt, self.cfg.warmup_steps, self.cfg.steps)
+        return {
+            name: (opt, warmup_cosine(opt, self.cfg.warmup_steps, self.cfg.steps))
             for name, opt in optimizers.items()
         }
-        return MultiOptimizer(optimizers), MultiScheduler(schedulers)
 
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
         m = dict(last_eval)

@@ -49,6 +49,40 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     return REPRODUCED if rows and all(r["passed"] for r in rows) else NOT_REPRODUCED
 
 
+def result_record(
+    run: dict[str, Any],
+    checks: tuple[Check, ...] | list[Check],
+    *,
+    seconds: float | None,
+    params: dict[str, Any] | None,
+    steps: int | None,
+    metrics: dict[str, float],
+    error: str | None = None,
+    peak_memory_gib: float | None = None,
+) -> dict[str, Any]:
+    """result.json: who ran what where (`run`: paper, recipe, scale, device, …), the parameter
+    counts, the measured metrics, one row per check and the verdict. A failed run (`error`)
+    keeps its checks, all failing, so the record always says what was not shown."""
+    # wall time is a claim of the mini scale ("minutes on a laptop"), so checks may name `seconds`
+    measured = {**metrics, "seconds": seconds} if seconds is not None and not error else {}
+    rows = evaluate_checks(checks, measured, run.get("scale", "mini"))
+    record = {
+        **run,
+        "seconds": round(seconds, 2) if seconds is not None else None,
+        "params": params["total"] if params else None,
+        "trainable_params": params["trainable"] if params else None,
+        "arm_params": params.get("arms") if params else None,
+        "steps": steps,
+        "metrics": metrics,
+        "peak_memory_gib": peak_memory_gib,
+        "checks": rows,
+        "verdict": verdict(rows) if not error else NOT_REPRODUCED,
+    }
+    if error:
+        record["error"] = error
+    return record
+
+
 def write_result(run_dir: Path, record: dict[str, Any]) -> Path:
     path = run_dir / "result.json"
     atomic_write_text(path, json.dumps(record, indent=2, default=float) + "\n")

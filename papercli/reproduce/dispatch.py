@@ -1,114 +1,101 @@
-"""Resolve a paper to its recipe, build the command that trains it, and run it in a new process.
+"""`papercli reproduce`: resolve a paper to its recipe, build the command that trains it, run it.
 
 One process: `python -m papercli.recipes.<name> …`. Several (GPUs, or CPU processes with gloo) or
-several nodes: the same module under `python -m torch.distributed.run` (torchrun), never a launcher of
-our own. This module does not import torch, so `papercli reproduce --help` and argument errors are fast.
+several nodes: the same module under `python -m torch.distributed.run` (torchrun), never a launcher
+of our own. This module does not import torch, so `--help` and argument errors are fast.
+
+The training process runs in its own process group. This process holds the run directory's lock
+for it, forwards SIGINT and SIGTERM to the whole group (torchrun passes them on to its workers),
+waits while the checkpoint is written, exits 130/143, and leaves no process of the group behind.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 
 from papercli import paths
 from papercli.errors import UsageError
 from papercli.registry import Paper, Registry
 from papercli.reproduce.catalog import recipe_names
-from papercli.reproduce.runs import new_run_dir
+from papercli.reproduce.lock import HELD_ENV, LOCK_NAME, RunLock
+from papercli.reproduce.options import RunOptions
+from papercli.reproduce.runs import (
+    CHECKPOINT,
+    latest_run,
+    new_run_dir,
+    prepare_run_dir,
+    read_config,
+)
+
+# import name -> what it is, for the training half of papercli (pyproject's `train` extra)
+TRAINING_MODULES = {
+    "torch": "PyTorch",
+    "numpy": "NumPy",
+    "safetensors": "safetensors",
+    "scipy": "SciPy",
+    "sklearn": "scikit-learn",
+}
+INSTALL_TRAIN = "pip install 'papercli[train]'"
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
-@dataclass
-class LaunchOptions:
-    scale: str = "mini"
-    gpu: bool = False
-    gpus: int = 1  # processes per node on GPU
-    procs: int = 1  # processes per node on CPU (gloo), for testing DDP without GPUs
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
-    epochs: float | None = None
-    steps: int | None = None
-    batch_size: int | None = None
-    sets: list[str] = field(default_factory=list)
-    data: Path | None = None
-    out: Path | None = None
-    resume: bool = False
-    seed: int = 0
-    dry_run: bool = False
-    json: bool = False
-    compile: bool = True
+def require_training_extras() -> None:
+    """On the light install (no torch …) say what to install, instead of a ModuleNotFoundError."""
+    missing = []
+    for module, name in TRAINING_MODULES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken or blocked package counts as missing
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise UsageError(
+            f"reproducing papers needs the training extras (missing: {', '.join(missing)}): "
+            f"{INSTALL_TRAIN}"
+        )
 
 
-def recipe_for(paper: Paper, registry: Registry) -> str:
+def recipe_module(paper: Paper, registry: Registry) -> str:
+    """The module that trains `paper`: papercli.recipes.<recipe>, or a dotted module path of the
+    user's own (a recipe outside papercli, e.g. `mylab.recipes.unet_variant`)."""
     if paper.reproduce is None:
         have = sorted(p.id for p in registry.papers if p.reproduce)
         raise UsageError(
             f"'{paper.id}' has no recipe yet (papers with one: {', '.join(have) or 'none'})"
         )
     name = paper.reproduce.recipe
-    if name not in recipe_names():
-        raise UsageError(f"'{paper.id}' names recipe '{name}', which papercli does not have")
-    return name
+    if name in recipe_names():
+        return f"papercli.recipes.{name}"
+    if _DOTTED.fullmatch(name):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return name
+    raise UsageError(f"'{paper.id}' names recipe '{name}', which papercli cannot find")
 
 
-def latest_run(paper_id: str) -> Path | None:
-    """The newest run directory of a paper that holds a checkpoint (what --resume continues)."""
-    root = paths.runs_dir()
-    if not root.is_dir():
-        return None
-    candidates = [d for d in root.glob(f"{paper_id}-*") if (d / "checkpoint.pt").exists()]
-    return max(candidates, key=lambda d: d.stat().st_mtime, default=None)
-
-
-def resolve_run_dir(paper: Paper, opts: LaunchOptions) -> Path:
-    if opts.out is not None:
-        return opts.out.expanduser().resolve()
-    if opts.resume:
-        found = latest_run(paper.id)
-        if found is None:
-            raise UsageError(
-                f"--resume: no earlier run of '{paper.id}' with a checkpoint under {paths.runs_dir()}"
-            )
-        return found
-    return new_run_dir(paper.id)
-
-
-def build_command(recipe: str, opts: LaunchOptions, run_dir: Path | None) -> list[str]:
-    """The exact command line that trains `recipe` with these options."""
-    if opts.gpus < 1 or opts.procs < 1 or opts.nnodes < 1:
-        raise UsageError("--gpus, --procs and --nnodes must be at least 1")
-    if opts.gpus > 1 and opts.procs > 1:
-        raise UsageError("--gpus and --procs exclude each other (GPU processes or CPU processes)")
+def build_command(module: str, paper_id: str, opts: RunOptions, run_dir: Path | None) -> list[str]:
+    """The exact command line that trains `module` for `paper_id` with these options."""
     gpu = opts.gpu or opts.gpus > 1
-    module = f"papercli.recipes.{recipe}"
-    args = ["--scale", opts.scale, "--seed", str(opts.seed)]
-    if gpu:
+    args = ["--paper", paper_id, *opts.to_argv()]
+    if gpu and "--gpu" not in args:
         args.append("--gpu")
-    for flag, value in (
-        ("--epochs", opts.epochs),
-        ("--steps", opts.steps),
-        ("--batch-size", opts.batch_size),
-        ("--data", opts.data),
-    ):
-        if value is not None:
-            args += [flag, str(value)]
-    for item in opts.sets:
-        args += ["--set", item]
-    if run_dir is not None:
+    if run_dir is not None and "--out" not in args:
         args += ["--out", str(run_dir)]
-    if opts.resume:
-        args.append("--resume")
-    if opts.dry_run:
-        args.append("--dry-run")
-    if opts.json:
-        args.append("--json")
-    if not opts.compile:
-        args.append("--no-compile")
-
+    elif run_dir is not None:
+        args[args.index("--out") + 1] = str(run_dir)
     per_node = opts.gpus if gpu else opts.procs
     if per_node == 1 and opts.nnodes == 1:
         return [sys.executable, "-m", module, *args]
@@ -135,23 +122,122 @@ def build_command(recipe: str, opts: LaunchOptions, run_dir: Path | None) -> lis
     return [*launcher, "-m", module, *args]
 
 
-def run(command: list[str]) -> int:
-    """Run the training process in the foreground. Ctrl-C reaches it too (same process group);
-    we wait while it writes its checkpoint, then pass its exit code on."""
-    proc = subprocess.Popen(command)
-    while True:
+def resolve_run_dir(paper: Paper, opts: RunOptions) -> Path:
+    if opts.out is not None:
+        return opts.out.expanduser().absolute()
+    if opts.resume:
+        found = latest_run(paper.id)
+        if found is None:
+            raise UsageError(
+                f"--resume: no earlier run of '{paper.id}' with a checkpoint under {paths.runs_dir()}"
+            )
+        return found
+    return new_run_dir(paper.id)
+
+
+def resume_options(paper: Paper, opts: RunOptions, run_dir: Path) -> RunOptions:
+    """The options of the run being resumed; nothing is written when there is nothing to resume."""
+    recorded = read_config(run_dir)
+    if recorded is None or not (run_dir / CHECKPOINT).is_file():
+        raise UsageError(
+            f"--resume: no resumable run in {run_dir} (it needs config.yaml and {CHECKPOINT})"
+        )
+    if recorded.get("paper") not in (None, paper.id):
+        raise UsageError(f"--resume: {run_dir} is a run of '{recorded['paper']}', not '{paper.id}'")
+    if "options" not in recorded:
+        raise UsageError(f"--resume: {run_dir} was written by an older papercli and cannot resume")
+    return opts.merge_for_resume(recorded["options"], run_dir)
+
+
+def _set_parent_death_signal() -> None:
+    """In the child, before exec: if papercli itself is killed (even -9), send this process
+    SIGTERM so that it checkpoints and stops instead of training on as an orphan (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run(command: list[str], run_dir: Path) -> int:
+    """Run the training process group in the foreground and return its exit code, or 130/143
+    when papercli was interrupted. SIGINT/SIGTERM are forwarded to the whole group; a second one
+    is forwarded too (the recipe then stops at once)."""
+    env = {**os.environ, HELD_ENV: str(run_dir)}
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,  # its own process group: we decide what reaches it
+        preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+    )
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
         try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            continue
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _reap_group(proc.pid)
+    if received:
+        return 128 + received[0]
+    return code if code >= 0 else 128 - code  # killed by a signal: shell convention
 
 
-def dry_run(command: list[str]) -> dict:
-    """Ask the recipe process for its plan (config, params, data, device) without training."""
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+def _reap_group(pgid: int) -> None:
+    """Leave nothing of the training process group behind (data-loader workers, stragglers)."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+def dry_run(command: list[str], world: int = 1) -> dict:
+    """Ask the recipe process for its plan (config, params, data, device) without training;
+    `world`: the number of processes the plan is for (it decides the batch split)."""
+    env = {**os.environ, "WORLD_SIZE": str(world), "RANK": "0", "LOCAL_RANK": "0"}
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(proc.returncode)
     plan = json.loads(proc.stdout)
     plan["command"] = command
     return plan
+
+
+def reproduce(paper: Paper, registry: Registry, opts: RunOptions) -> tuple[int, Path | None]:
+    """Train `paper` as `opts` say. Returns the exit code and the run directory, if it ran."""
+    require_training_extras()
+    module = recipe_module(paper, registry)
+    run_dir = resolve_run_dir(paper, opts)
+    if opts.resume:
+        opts = resume_options(paper, opts, run_dir)
+    gpu = opts.gpu or opts.gpus > 1
+    world = (opts.gpus if gpu else opts.procs) * opts.nnodes
+    if world > 1:  # settle config errors in one process, before torchrun multiplies them
+        probe = opts.with_values(dry_run=True, gpu=gpu, gpus=1, procs=1, nnodes=1)
+        dry_run(build_command(module, paper.id, probe, None), world)
+    created = not run_dir.exists()
+    prepare_run_dir(run_dir)
+    with RunLock(run_dir):
+        code = run(build_command(module, paper.id, opts, run_dir), run_dir)
+    if created and {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
+        shutil.rmtree(run_dir, ignore_errors=True)  # refused before it wrote anything: no trace
+        return code, None
+    return code, run_dir

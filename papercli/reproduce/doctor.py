@@ -6,7 +6,6 @@ import importlib.util
 import platform
 import sys
 
-from papercli.data import sources
 from papercli.registry import Registry
 
 
@@ -18,7 +17,7 @@ def report(registry: Registry) -> tuple[list[tuple[str, str, str]], bool]:
     try:
         import torch
     except ImportError:
-        rows.append(("torch", "MISSING", "pip install -e '.[train]' (torch==2.13.0)"))
+        rows.append(("torch", "MISSING", "pip install 'papercli[train]'"))
         return rows, False
     rows.append(("torch", "ok", torch.__version__))
     if torch.cuda.is_available():
@@ -43,17 +42,12 @@ def report(registry: Registry) -> tuple[list[tuple[str, str, str]], bool]:
             + (", nccl on GPU)" if torch.cuda.is_available() else ")"),
         )
     )
-    for paper in sorted((p for p in registry.papers if p.reproduce), key=lambda p: p.id):
-        for scale, needs in sorted(paper.reproduce.data.items()):
-            name = needs.split(":", 1)[0].strip()
-            st = sources.status(name)
-            if scale == "mini" and not st.present:
-                ok = False
-            rows.append(
-                (
-                    f"{paper.id} ({scale})",
-                    "ok" if st.present else ("MISSING" if scale == "mini" else "needs --data"),
-                    st.detail,
-                )
-            )
+    from papercli.reproduce.catalog import describe
+
+    for row in describe(registry):  # the data sets come from the recipes' own configs
+        present = row["data_present"]
+        if row["scale"] == "mini" and present is False:
+            ok = False
+        status = "ok" if present else ("MISSING" if row["scale"] == "mini" else "needs --data")
+        rows.append((f"{row['paper']} ({row['scale']})", status, row["data_detail"] or row["data"]))
     return rows, ok

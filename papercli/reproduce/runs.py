@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from papercli import paths
 from papercli.reproduce.claims import read_result
+
+CHECKPOINT = "checkpoint.safetensors"  # papercli.reproduce.checkpoint.CHECKPOINT, without torch
 
 
 def _summary(run_dir: Path) -> dict[str, Any] | None:
@@ -23,16 +26,10 @@ def _summary(run_dir: Path) -> dict[str, Any] | None:
             "verdict": result.get("verdict"),
             "error": result.get("error"),
         }
-    config = run_dir / "config.yaml"
-    if not config.exists():
+    data = read_config(run_dir)
+    if data is None:
         return None
-    import yaml
-
-    try:
-        data = yaml.safe_load(config.read_text()) or {}
-    except yaml.YAMLError:
-        data = {}
-    state = "interrupted (resumable)" if (run_dir / "checkpoint.pt").exists() else "incomplete"
+    state = "interrupted (resumable)" if (run_dir / CHECKPOINT).exists() else "incomplete"
     return {
         "name": run_dir.name,
         "path": str(run_dir),
@@ -44,6 +41,40 @@ def _summary(run_dir: Path) -> dict[str, Any] | None:
         "verdict": state,
         "error": None,
     }
+
+
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """A run directory's config.yaml, or None when it is missing or unreadable."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def latest_run(paper_id: str) -> Path | None:
+    """The newest run directory of a paper that holds a checkpoint (what --resume continues)."""
+    root = paths.runs_dir()
+    if not root.is_dir():
+        return None
+    candidates = [d for d in root.glob(f"{paper_id}-*") if (d / CHECKPOINT).exists()]
+    return max(candidates, key=lambda d: d.stat().st_mtime, default=None)
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory, or say in one line why it cannot be used."""
+    from papercli.errors import PapercliError, UsageError
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file, not a directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PapercliError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    if not os.access(run_dir, os.W_OK):
+        raise PapercliError(f"cannot write to run directory {run_dir}: permission denied")
 
 
 def new_run_dir(paper_id: str) -> Path:

@@ -479,7 +479,7 @@ def _depth_bound(text: str) -> int:
 
 def _too_deep_line(text: str) -> int | None:
     """The line where nesting passes MAX_DEPTH, or None. libyaml's parser is a loop over events
-    (only its composer recurses), so this walk is safe at any depth and stops at the first excess."""
+    (only its composer recurses), so this walk is safe at any depth; it stops at the excess."""
     if _depth_bound(text) <= MAX_DEPTH:
         return None
     depth = 0

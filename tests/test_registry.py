@@ -270,7 +270,7 @@ def test_loader_never_raises_anything_but_registry_error(doc, raw, tmp_path):
 
 # ----------------------------------------------------------------------------- hostile input
 def _papercli(*argv: str, home: Path) -> subprocess.CompletedProcess:
-    """The real CLI in its own interpreter, so a crash (SIGSEGV) is a failed test, not a dead run."""
+    """The real CLI in its own interpreter: a crash (SIGSEGV) fails the test, not the run."""
     env = {**os.environ, "PAPERCLI_HOME": str(home), "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "papercli", *argv],

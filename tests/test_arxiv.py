@@ -219,20 +219,25 @@ def test_fetch_downloads_pdfs_and_show_displays_them(server, runner, papercli_ho
     assert path.exit_code == 0 and path.stdout.strip() == str(pdf)
 
 
-def test_fetch_direct_pdf_url_for_non_arxiv_paper(server, runner, user_registry):
-    (user_registry / "my-report.yaml").write_text(
+def write_report(user_registry: Path, paper_id: str, pdf_url: str) -> None:
+    """A paper that is not on arXiv, only at `pdf_url`."""
+    (user_registry / f"{paper_id}.yaml").write_text(
         yaml.safe_dump(
             {
-                "id": "my-report",
+                "id": paper_id,
                 "title": "A Report",
                 "authors": ["A. Person"],
                 "year": 2019,
                 "field": "language",
                 "summary": "Not on arXiv.",
-                "urls": {"pdf": f"{server.base}/pdf/report"},
+                "urls": {"pdf": pdf_url},
             }
         )
     )
+
+
+def test_fetch_direct_pdf_url_for_non_arxiv_paper(server, runner, user_registry):
+    write_report(user_registry, "my-report", f"{server.base}/pdf/report")
     result = runner.invoke(app, ["fetch", "my-report"])
     assert result.exit_code == 0, result.output
     assert "not on arXiv" in result.stdout and "downloaded" in result.stdout
@@ -497,19 +502,7 @@ def test_endpoint_settings_must_be_http_urls(variable, value, server, runner, mo
 
 
 def test_registry_pdf_url_with_another_scheme_fails_in_one_line(server, runner, user_registry):
-    (user_registry / "local-file.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "id": "local-file",
-                "title": "A Report",
-                "authors": ["A. Person"],
-                "year": 2019,
-                "field": "language",
-                "summary": "Not on arXiv.",
-                "urls": {"pdf": "file:///etc/passwd"},
-            }
-        )
-    )
+    write_report(user_registry, "local-file", "file:///etc/passwd")
     result = runner.invoke(app, ["fetch", "local-file"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "failed: PDF download file:///etc/passwd: No connection adapters" in result.stdout

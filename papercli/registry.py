@@ -644,9 +644,10 @@ def _scan(path: Path) -> tuple[list[Paper], list[RegistryError], int]:
 def _line_in(path: Path | None, field_name: str) -> int | None:
     """The line of a top-level field, for problems found after loading (only on the error path)."""
     try:
-        return _locate(yaml.compose(path.read_text(encoding="utf-8"), Loader=_Loader), field_name)[
-            0
-        ]
+        text = path.read_text(encoding="utf-8")  # type: ignore[union-attr]
+        if _too_deep_line(text) is not None:  # edited since it was loaded: never compose it
+            return None
+        return _locate(yaml.compose(text, Loader=_Loader), field_name)[0]
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return None
 

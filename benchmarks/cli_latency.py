@@ -44,7 +44,9 @@ def generate_registry(directory: Path, count: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         text = template.replace("id: vit\n", f"id: gen-{i:05d}\n", 1)
-        text = text.replace('arxiv: "2010.11929"', f'arxiv: "2{i // 10000:03d}.{i % 10000:05d}"', 1)
+        text = text.replace(
+            'arxiv: "2010.11929"', f'arxiv: "2{1 + i // 100_000:03d}.{i % 100_000:05d}"', 1
+        )
         text = text.replace(
             "aliases: [ViT, 16x16, vision-transformer, image-is-worth-16x16-words]",
             f"aliases: [gen{i}]",

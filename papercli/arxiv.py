@@ -12,17 +12,18 @@ import email.utils
 import os
 import re
 import time
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import feedparser
 import requests
 
 from papercli import __version__
-from papercli.errors import PapercliError, UsageError
+from papercli.errors import PapercliError, UsageError, preview
 from papercli.registry import normalize_arxiv
 
 DEFAULT_API_URL = "https://export.arxiv.org/api/query"
@@ -32,6 +33,14 @@ USER_AGENT = f"papercli/{__version__} (https://github.com/papercli/papercli; pap
 ATOM = "{http://www.w3.org/2005/Atom}"
 ARXIV_NS = "{http://arxiv.org/schemas/atom}"
 MAX_RETRY_AFTER = 300.0  # refuse to sleep longer than this on a server's say-so
+PDF_TAIL = 1024  # readers look for a PDF's '%%EOF' in its last 1024 bytes
+T = TypeVar("T")
+# a transfer that broke off: retried, and a download resumes where it stopped
+BROKEN_OFF = (
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 class ArxivError(PapercliError):
@@ -40,6 +49,11 @@ class ArxivError(PapercliError):
 
 class ArxivRejected(UsageError):
     """arXiv answered with its Atom error entry (HTTP 400): the id is malformed."""
+
+
+class ArxivUnreadable(ArxivError):
+    """arXiv answered with something that is not an Atom feed (an HTML error page, garbage).
+    Retried like a 5xx: such pages come from overloaded front ends."""
 
 
 @dataclass
@@ -62,14 +76,26 @@ class Settings:
             try:
                 value = float(raw)
             except ValueError:
-                raise UsageError(f"{name} must be a number, got '{raw}'") from None
-            if value < 0:
-                raise UsageError(f"{name} must not be negative, got '{raw}'")
+                raise UsageError(f"{name} must be a number, got '{preview(raw)}'") from None
+            if value < 0 or not value < float("inf"):
+                raise UsageError(f"{name} must be a finite number >= 0, got '{preview(raw)}'")
             return value
 
+        def url(name: str, default: str) -> str:
+            raw = env.get(name) or default
+            try:
+                parts = urllib.parse.urlsplit(raw)
+                ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+                parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+            except ValueError:
+                ok = False
+            if not ok:
+                raise UsageError(f"{name} must be an http:// or https:// URL, got '{preview(raw)}'")
+            return raw
+
         return cls(
-            api_url=env.get("PAPERCLI_ARXIV_API_URL") or DEFAULT_API_URL,
-            pdf_url=(env.get("PAPERCLI_ARXIV_PDF_URL") or DEFAULT_PDF_URL).rstrip("/"),
+            api_url=url("PAPERCLI_ARXIV_API_URL", DEFAULT_API_URL),
+            pdf_url=url("PAPERCLI_ARXIV_PDF_URL", DEFAULT_PDF_URL).rstrip("/"),
             delay=number("PAPERCLI_ARXIV_DELAY", 3.0),
             timeout=number("PAPERCLI_ARXIV_TIMEOUT", 30.0),
             retries=int(number("PAPERCLI_ARXIV_RETRIES", 4)),
@@ -159,10 +185,27 @@ class Client:
     ) -> requests.Response:
         """GET with rate limiting, timeouts and retries. Returns the final response (any status
         that is not retryable); raises ArxivError once retries are spent."""
+        return self.request_read(
+            url, lambda r: r, params=params, headers=headers, stream=stream, what=what
+        )
+
+    def request_read(
+        self,
+        url: str,
+        read: Callable[[requests.Response], T],
+        *,
+        params: dict | None = None,
+        headers: dict | None = None,
+        stream: bool = False,
+        what: str = "arXiv",
+    ) -> T:
+        """`request`, then `read` the response inside the same retry loop: a body that breaks
+        off or that `read` finds unreadable (ArxivUnreadable) is retried like a 5xx."""
         attempts = self.settings.retries + 1
         last_problem = ""
         for attempt in range(attempts):
             self._wait_turn()
+            wait = self.settings.backoff * 2**attempt
             try:
                 response = self.session.get(
                     url,
@@ -173,23 +216,29 @@ class Client:
                 )
             except requests.Timeout:
                 last_problem = f"timed out after {self.settings.timeout:g} s"
-                wait = self.settings.backoff * 2**attempt
-            except requests.ConnectionError as exc:
+            except BROKEN_OFF as exc:
                 last_problem = f"connection failed ({type(exc).__name__})"
-                wait = self.settings.backoff * 2**attempt
+            except requests.RequestException as exc:  # a bad URL, too many redirects: no retry
+                raise ArxivError(f"{what}: {preview(exc, 200)}") from None
             else:
                 if response.status_code != 429 and response.status_code < 500:
-                    return response
-                last_problem = f"HTTP {response.status_code}"
-                wait = self.settings.backoff * 2**attempt
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-                response.close()
-                if retry_after is not None:
-                    if retry_after > MAX_RETRY_AFTER:
-                        raise ArxivError(
-                            f"{what} asks to retry after {retry_after:.0f} s ({last_problem}); try again later"
-                        )
-                    wait = max(wait, retry_after)
+                    try:
+                        return read(response)
+                    except ArxivUnreadable as exc:
+                        last_problem = str(exc)
+                    except BROKEN_OFF:
+                        last_problem = "connection broke off while reading the response"
+                else:
+                    last_problem = f"HTTP {response.status_code}"
+                    retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                    response.close()
+                    if retry_after is not None:
+                        if retry_after > MAX_RETRY_AFTER:
+                            raise ArxivError(
+                                f"{what} asks to retry after {retry_after:.0f} s "
+                                f"({last_problem}); try again later"
+                            )
+                        wait = max(wait, retry_after)
             if attempt + 1 < attempts:
                 self._sleep(wait)
         raise ArxivError(f"{what} failed after {attempts} attempts: {last_problem}")
@@ -220,22 +269,12 @@ class Client:
     def _query(self, ids: list[str]) -> list[Entry]:
         params = {"id_list": ",".join(ids), "start": 0, "max_results": len(ids)}
         self.api_calls += 1
-        response = self.request(self.settings.api_url, params=params, what="arXiv API")
-        body = response.content
-        feed = feedparser.parse(body)
-        error = next((e for e in feed.entries if "/api/errors" in e.get("id", "")), None)
-        if error is not None:
-            raise ArxivRejected(
-                _rejection_message(error.get("id", ""), _clean(error.get("summary")))
-            )
-        if response.status_code != 200:
-            raise ArxivError(f"arXiv API answered HTTP {response.status_code}")
-        if feed.bozo and not feed.entries and not feed.get("feed"):
-            raise ArxivError(
-                f"arXiv API sent a response that is not an Atom feed ({feed.bozo_exception})"
-            )
-        authors = _authors_by_entry(body)
-        return [_entry(e, authors.get(e.get("id", ""), [])) for e in feed.entries]
+        return self.request_read(
+            self.settings.api_url,
+            lambda r: parse_feed(r.content, r.status_code),
+            params=params,
+            what="arXiv API",
+        )
 
     # ------------------------------------------------------------------ PDFs
     def pdf_url_for(self, arxiv_id: str) -> str:
@@ -252,44 +291,47 @@ class Client:
         """Download a PDF to `dest`. Returns 'cached' (already complete) or 'downloaded'.
 
         Streams into `<dest>.part`, resumes an interrupted transfer with a Range request, checks
-        the `%PDF-` signature and the length, and only then renames onto `dest`."""
-        if dest.is_file() and not force and _is_pdf(dest):
-            return "cached"
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        the `%PDF-` signature and completeness (see `_check_complete`), and only then renames
+        onto `dest`. An incomplete transfer keeps its `.part` for the next attempt or call."""
         part = dest.with_name(dest.name + ".part")
+        if dest.is_file() and not force:
+            if _has_trailer(dest):
+                return "cached"
+            if _is_pdf(dest):  # cut short before completeness was checked: resume it
+                os.replace(dest, part)
+            else:
+                dest.unlink()
+        dest.parent.mkdir(parents=True, exist_ok=True)
         if force and part.exists():
             part.unlink()
         attempts = self.settings.retries + 1
         problem = ""
         for attempt in range(attempts):
             try:
-                done = self._download_once(url, part, progress)
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-                _ShortBody,
-            ) as exc:
+                self._download_once(url, part, progress)
+            except (*BROKEN_OFF, requests.Timeout, _ShortBody) as exc:
                 # keep the .part: the next attempt resumes where this one stopped
                 problem = str(exc) or type(exc).__name__
                 if attempt + 1 < attempts:
                     self._sleep(self.settings.backoff * 2**attempt)
                 continue
-            if done:
-                os.replace(part, dest)
-                return "downloaded"
-        raise ArxivError(f"download of {url} failed after {attempts} attempts: {problem}")
+            os.replace(part, dest)
+            return "downloaded"
+        kept = f"; {part.stat().st_size} bytes kept in {part}" if part.exists() else ""
+        raise ArxivError(f"download of {url} failed after {attempts} attempts: {problem}{kept}")
 
     def _download_once(
         self, url: str, part: Path, progress: Callable[[int, int | None], None] | None
-    ) -> bool:
+    ) -> None:
+        """One request: append to `part`; returns when it is complete, else raises."""
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else None
         response = self.request(url, headers=headers, stream=True, what=f"PDF download {url}")
         with response:
             if response.status_code == 416 and have:
-                # nothing left to send: the .part already holds the whole file
-                return _check_complete(part, url)
+                # nothing left to send: the .part may already hold the whole file
+                _check_complete(part, url, _range_total(response))
+                return
             if response.status_code not in (200, 206):
                 raise ArxivError(f"PDF download {url} answered HTTP {response.status_code}")
             if response.status_code == 200:
@@ -317,18 +359,24 @@ class Client:
                 raise _ShortBody(f"connection closed after {received} of {total} bytes")
             if received == 0:
                 raise _ShortBody("empty response")
-        return _check_complete(part, url)
+        _check_complete(part, url, total)
 
 
 class _ShortBody(Exception):
     """The server closed the connection before sending the whole file."""
 
 
+def _range_total(response: requests.Response) -> int | None:
+    """The whole file's size from 'Content-Range: bytes 0-9/10' or 'bytes */10'."""
+    m = re.match(r"bytes (?:\d+-\d+|\*)/(\d+)", response.headers.get("Content-Range", ""))
+    return int(m.group(1)) if m else None
+
+
 def _expected_total(response: requests.Response, offset: int) -> int | None:
     if response.status_code == 206:
-        m = re.match(r"bytes \d+-\d+/(\d+)", response.headers.get("Content-Range", ""))
-        if m:
-            return int(m.group(1))
+        total = _range_total(response)
+        if total is not None:
+            return total
     length = response.headers.get("Content-Length")
     return offset + int(length) if length and length.isdigit() else None
 
@@ -341,11 +389,74 @@ def _is_pdf(path: Path) -> bool:
         return False
 
 
-def _check_complete(part: Path, url: str) -> bool:
+def _has_trailer(path: Path) -> bool:
+    """Whether a PDF ends as only a whole one does: 'startxref', the byte offset of the last
+    cross-reference section (inside the file), then '%%EOF' in the last 1024 bytes."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - PDF_TAIL))
+            tail = fh.read()
+    except OSError:
+        return False
+    m = re.search(rb"startxref\s+(\d{1,20})\s+%%EOF[\s\x00]*\Z", tail)
+    return m is not None and 0 < int(m.group(1)) < size
+
+
+def _check_complete(part: Path, url: str, declared: int | None) -> None:
+    """A PDF is complete when its byte count matches the length the server declared, or, with
+    no length declared, when its trailer says so. Otherwise the .part stays to be resumed."""
     if not _is_pdf(part):
         part.unlink(missing_ok=True)
         raise ArxivError(f"{url} did not return a PDF; nothing was saved")
-    return True
+    size = part.stat().st_size
+    if declared is not None and size == declared:
+        return
+    if not _has_trailer(part):
+        what = f"{size} of {declared} bytes" if declared else f"{size} bytes with no length given"
+        raise _ShortBody(f"incomplete PDF ({what} and no %%EOF/startxref trailer)")
+
+
+def _unreadable(body: bytes, otherwise: str) -> ArxivUnreadable:
+    """What a response that is not an Atom feed looks like, in a few words."""
+    head = body[:512].lstrip().lower()
+    if not head:
+        detail = "an empty response"
+    elif head.startswith(b"<!doctype html") or b"<html" in head:
+        detail = "an HTML page"
+    else:
+        detail = otherwise
+    return ArxivUnreadable(f"arXiv returned something papercli could not read ({detail})")
+
+
+def _atom_root(body: bytes) -> ET.Element:
+    """The <feed> element of an Atom document; ArxivUnreadable for anything else."""
+    try:
+        root = ET.fromstring(body)
+    except (ET.ParseError, ValueError) as exc:
+        raise _unreadable(body, f"malformed XML: {preview(exc, 120)}") from None
+    if root.tag != f"{ATOM}feed":
+        raise _unreadable(body, f"XML <{preview(root.tag, 60)}>, not an Atom feed")
+    return root
+
+
+def parse_feed(body: bytes, status: int = 200) -> list[Entry]:
+    """The entries of an arXiv API response. Raises ArxivRejected for arXiv's Atom error entry,
+    ArxivUnreadable for a body that is not an Atom feed, ArxivError for other HTTP errors."""
+    try:
+        root = _atom_root(body)
+    except ArxivUnreadable:
+        if status != 200:  # a 4xx page: the status says more than the body
+            raise ArxivError(f"arXiv API answered HTTP {status}") from None
+        raise
+    feed = feedparser.parse(body)
+    error = next((e for e in feed.entries if "/api/errors" in e.get("id", "")), None)
+    if error is not None:
+        raise ArxivRejected(_rejection_message(error.get("id", ""), _clean(error.get("summary"))))
+    if status != 200:
+        raise ArxivError(f"arXiv API answered HTTP {status}")
+    authors = _authors_by_entry(root)
+    return [_entry(e, authors.get(_clean(e.get("id", "")), [])) for e in feed.entries]
 
 
 def _rejection_message(error_id: str, summary: str) -> str:
@@ -353,8 +464,8 @@ def _rejection_message(error_id: str, summary: str) -> str:
     -> "arXiv rejected id 'abc': incorrect id format"."""
     m = re.search(r"^(.*) for (.+)$", summary)
     if m:
-        return f"arXiv rejected id '{m.group(2)}': {m.group(1)}"
-    return f"arXiv rejected the request: {summary or error_id}"
+        return f"arXiv rejected id '{preview(m.group(2))}': {preview(m.group(1))}"
+    return f"arXiv rejected the request: {preview(summary or error_id, 200)}"
 
 
 def _split_versioned(url_or_id: str) -> tuple[str, str]:
@@ -365,13 +476,9 @@ def _split_versioned(url_or_id: str) -> tuple[str, str]:
     return text, ""
 
 
-def _authors_by_entry(body: bytes) -> dict[str, list[Author]]:
+def _authors_by_entry(root: ET.Element) -> dict[str, list[Author]]:
     """Authors in order with their affiliations. feedparser keeps only one affiliation per
     entry, so read them from the XML directly (the same body feedparser saw)."""
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError:
-        return {}
     out: dict[str, list[Author]] = {}
     for entry in root.iter(f"{ATOM}entry"):
         entry_id = _clean(entry.findtext(f"{ATOM}id"))

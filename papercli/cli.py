@@ -69,9 +69,15 @@ def _root(
 
 
 def _registry():
+    """The merged registry. A broken file does not lock anyone out: it is left out with one
+    warning line on stderr, and the command goes on (exit status unchanged, see the guide)."""
     from papercli.registry import Registry
 
-    return Registry.load()
+    reg = Registry.load()
+    for problems in reg.broken_files().values():
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        sys.stderr.write(f"papercli: warning: skipped {problems[0]}{more}\n")
+    return reg
 
 
 class Field(StrEnum):
@@ -205,23 +211,26 @@ def validate(
         Path | None, typer.Argument(help="A registry folder or file (default: all registries).")
     ] = None,
 ) -> None:
-    """Check registry files: schema, unknown fields, duplicates, file names, recipes."""
+    """Check registry files: schema, unknown fields, duplicates, file names, recipes.
+
+    Without PATH: the bundled and your own registry, merged as every command reads them. With
+    PATH: that folder or file layered over the bundled registry, as if it were your own."""
     from papercli import paths
-    from papercli.registry import validate_directory, validate_files
+    from papercli.registry import load_layers
     from papercli.reproduce.catalog import recipe_names
 
-    known = recipe_names()
-    if path is not None and path.is_file():
-        checked, problems = 1, validate_files([path], known)
-    elif path is not None and not path.exists():
+    bundled = paths.bundled_registry()
+    if path is None:
+        layers = [bundled, paths.user_registry()]
+    elif not path.exists():
         raise UsageError(f"no such file or folder: {path}")
+    elif bundled.resolve() in (path.resolve(), path.resolve().parent):
+        layers = [path]  # the bundled registry (or a file of it) checked on its own
     else:
-        dirs = [path] if path is not None else [paths.bundled_registry(), paths.user_registry()]
-        checked, problems = 0, []
-        for d in dirs:
-            n, found = validate_directory(d, known)
-            checked += n
-            problems += found
+        layers = [bundled, path]
+    loaded = load_layers(layers, recipe_names())
+    problems = loaded.problems
+    checked = sum(loaded.files) if path is None else loaded.files[-1]
     for problem in problems:
         sys.stdout.write(f"{problem}\n")
     if problems:

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+MAX_ECHO = 80  # characters of a user-given value an error message repeats
+MAX_MESSAGE = 500  # a library's message (YAML, XML) is cut here: one readable line
+
+
+def preview(value: object, limit: int = MAX_ECHO) -> str:
+    """A value the user gave, fit to repeat in a one-line message: whitespace collapsed,
+    control characters escaped, and cut at `limit` characters (a 100 KB id stays short)."""
+    text = " ".join(str(value).split())
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    if len(text) > limit:
+        return f"{text[:limit]}… ({len(str(value))} characters)"
+    return text
+
 
 class PapercliError(Exception):
     """An error the user can act on; `exit_code` is what the CLI exits with."""
@@ -18,9 +31,9 @@ class RegistryError(PapercliError):
         self.path = str(path)
         self.field = field
         self.line = line
-        message = " ".join(message.split())  # one line, whatever the YAML library printed
-        if field is not None:  # a key may hold newlines or control characters: show them escaped
-            field = field.encode("unicode_escape").decode("ascii")
+        message = preview(message, MAX_MESSAGE)  # one line, whatever the YAML library printed
+        if field is not None:  # a key may be long or hold control characters: keep it short
+            field = preview(field.encode("unicode_escape").decode("ascii"))
             self.field = field
         self.message = message
         where = self.path + (f":{line}" if line else "")
@@ -39,4 +52,4 @@ class UnknownPaperError(UsageError):
         self.query = query
         self.suggestions = suggestions
         hint = f" — did you mean: {', '.join(suggestions)}?" if suggestions else ""
-        super().__init__(f"unknown paper '{query}'{hint}")
+        super().__init__(f"unknown paper '{preview(query)}'{hint}")

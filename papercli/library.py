@@ -10,8 +10,15 @@ from pathlib import Path
 
 from papercli import cache, paths
 from papercli.arxiv import ArxivError, Client, Entry
-from papercli.errors import UsageError
-from papercli.registry import SLUG_RE, Paper, Registry, load_file, normalize_arxiv
+from papercli.errors import UsageError, preview
+from papercli.registry import (
+    ARXIV_EXAMPLES,
+    SLUG_RE,
+    Paper,
+    Registry,
+    check_text,
+    normalize_arxiv,
+)
 
 ProgressFactory = Callable[[str], Callable[[int, int | None], None] | None]
 
@@ -104,11 +111,12 @@ def propose_slug(title: str, max_words: int = 4) -> str:
 
 def parse_arxiv_query(text: str) -> tuple[str, str | None]:
     """Accept 2010.11929, 2010.11929v2, arXiv:…, abs/pdf URLs, old-style hep-ex/0406020.
-    Anything else is passed to arXiv as is: arXiv is the authority on what an id is."""
+    Anything else is refused here, before any network call (offline it would cost ~30 s of
+    retries to learn that 'abc' is no id)."""
     norm = normalize_arxiv(text)
-    if norm:
-        return norm
-    return text.strip(), None
+    if norm is None:
+        raise UsageError(f"'{preview(text)}' is not an arXiv id (use {ARXIV_EXAMPLES})")
+    return norm
 
 
 def add_from_arxiv(
@@ -131,20 +139,30 @@ def add_from_arxiv(
         raise UsageError(f"arXiv has no paper with id '{arxiv_id}{version or ''}'")
     new_id = slug or propose_slug(entry.title)
     if not SLUG_RE.match(new_id):
-        raise UsageError(f"--id '{new_id}' is not a slug (lowercase letters, digits and '-')")
+        raise UsageError(
+            f"--id '{preview(new_id)}' is not a slug (lowercase letters, digits and '-')"
+        )
     try:
         other = registry.get(new_id)
     except UsageError:
         other = None
     if other is not None:
         raise UsageError(
-            f"id '{new_id}' is already used by '{other.id}' ({other.title}); choose one with --id"
+            f"id '{preview(new_id)}' is already used by '{other.id}' ({other.title}); "
+            "choose one with --id"
         )
     target = paths.user_registry() / f"{new_id}.yaml"
     if target.exists():
         raise UsageError(f"{target} already exists")
-    paths.atomic_write_text(target, registry_yaml(new_id, entry, field=field, tags=tags or []))
-    load_file(target)  # never leave a file that `validate` would reject
+    text = registry_yaml(new_id, entry, field=field, tags=tags or [])
+    _, problems = check_text(text, target)  # never write a file that `validate` would reject
+    if problems:
+        first = problems[0]
+        raise ArxivError(
+            f"arXiv's record for {arxiv_id}{version or ''} does not make a valid registry entry "
+            f"({first.field + ': ' if first.field else ''}{first.message}); nothing was written"
+        )
+    paths.atomic_write_text(target, text)
     cache.write_metadata(new_id, entry.to_dict())
     return target
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import math
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -17,23 +18,45 @@ from typing import Any
 import yaml
 
 from papercli import paths
-from papercli.errors import RegistryError, UnknownPaperError
+from papercli.errors import RegistryError, UnknownPaperError, preview
 
 try:  # libyaml's C loader is ~10x faster; fall back to the pure-Python safe loader.
-    _Loader: type = yaml.CSafeLoader
+    _BaseLoader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+    _BaseLoader = yaml.SafeLoader
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """The safe loader, except that an impossible date such as 2020-13-45 stays a string, so the
+    schema reports it with its line instead of the constructor failing for the whole file."""
+
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError:
+        return node.value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
 FIELDS = ("language", "vision", "general")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-# arXiv identifiers: new style 2010.11929 (4 or 5 digits after the dot), old style hep-ex/0406020.
-ARXIV_RE = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Z]{2})?/\d{7})$")
+# arXiv identifiers (info.arxiv.org/help/arxiv_identifier): new style YYMM.NNNN from 0704 to
+# 1412 and YYMM.NNNNN from 1501; old style archive(.SUB)/YYMMNNN from 9108 to 0703. `arxiv_id`
+# also checks the month and the digit count of the era.
 ARXIV_VERSIONED_RE = re.compile(
-    r"^(?P<id>\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Z]{2})?/\d{7})(?P<version>v\d+)?$"
+    r"^(?P<id>(?P<new>\d{4})\.(?P<number>\d{4,5})"
+    r"|[a-z]+(?:-[a-z]+)*(?:\.[A-Z]{2})?/(?P<old>\d{4})\d{3})(?P<version>v[1-9]\d*)?$"
 )
+ARXIV_EXAMPLES = "2010.11929, 2010.11929v2, hep-ex/0406020, arXiv:…, or an arxiv.org abs/pdf URL"
 DATE_RE = re.compile(r"^\d{4}-\d{2}(?:-\d{2})?$")
 URL_KEYS = ("abs", "pdf", "code", "blog", "project")
 CHECK_OPS = (">=", ">", "<=", "<", "==")
+YEARS = (1600, dt.date.today().year + 1)  # a paper's year: no real one falls outside these
+# Real paper files nest 4 levels (reproduce.checks[0].value); libyaml's composer recurses in C,
+# and 100,000 levels crash the interpreter, so deeper documents are refused before composing.
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +190,11 @@ class Paper:
 class _Problem(Exception):
     """A schema problem inside one field; the loader adds the file and line."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, *, template: str | None = None):
         self.field = field
         self.message = message
+        # a message with {raw}, filled with the scalar as written in the file when it is known
+        self.template = template
         super().__init__(message)
 
 
@@ -203,6 +228,8 @@ def _str_list(name: str, value: object) -> list[str]:
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Problem(name, f"must be a number, got {_type_name(value)}")
+    if not math.isfinite(value):  # .nan / .inf would print as invalid JSON in `show --json`
+        raise _Problem(name, f"must be a finite number, got {value}")
     return value
 
 
@@ -224,21 +251,41 @@ def _mapping(
 def _slug(name: str, value: object) -> str:
     text = _str(name, value)
     if not SLUG_RE.match(text):
-        raise _Problem(name, f"'{text}' is not a slug (lowercase letters, digits and '-')")
+        raise _Problem(name, f"'{preview(text)}' is not a slug (lowercase letters, digits and '-')")
     return text
+
+
+def arxiv_id(text: str) -> tuple[str, str | None] | None:
+    """('2010.11929', 'v2') for a well-formed bare arXiv id with optional version, else None."""
+    m = ARXIV_VERSIONED_RE.match(text)
+    if not m:
+        return None
+    yymm = m.group("new") or m.group("old")
+    if not 1 <= int(yymm[2:]) <= 12:
+        return None
+    if m.group("new"):  # 4 digits from 0704 to 1412, 5 digits from 1501
+        if not ("0704" <= yymm <= "1412" and len(m.group("number")) == 4) and not (
+            yymm >= "1501" and len(m.group("number")) == 5
+        ):
+            return None
+    elif "0703" < yymm < "9108":  # old style ran from August 1991 to March 2007
+        return None
+    return m.group("id"), m.group("version")
 
 
 def _arxiv(name: str, value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, float | int):
-        raise _Problem(
-            name, f"must be a quoted string (YAML read {value!r} as a number: write '{value}')"
-        )
+        template = "must be a quoted string (YAML read it as a number: write '{raw}' in quotes)"
+        raise _Problem(name, template.format(raw=value), template=template)
     text = _str(name, value)
-    if not ARXIV_RE.match(text):
+    norm = arxiv_id(text)
+    if norm is None or norm[1]:
         raise _Problem(
-            name, f"'{text}' is not an arXiv id without version (e.g. 2010.11929, hep-ex/0406020)"
+            name,
+            f"'{preview(text)}' is not an arXiv id without version (e.g. 2010.11929, "
+            "hep-ex/0406020)",
         )
     return text
 
@@ -247,8 +294,12 @@ def _date(name: str, value: object) -> str:
     if isinstance(value, dt.date):  # YAML turns an unquoted 2020-10-22 into a date
         return value.isoformat()
     text = _str(name, value)
-    if not DATE_RE.match(text):
-        raise _Problem(name, f"'{text}' is not a date (YYYY-MM or YYYY-MM-DD)")
+    try:  # the pattern checks the shape, the calendar checks 2020-13-45
+        ok = bool(DATE_RE.match(text)) and bool(dt.date.fromisoformat(f"{text}-01"[:10]))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _Problem(name, f"'{preview(text)}' is not a date (YYYY-MM or YYYY-MM-DD)")
     return text
 
 
@@ -275,7 +326,7 @@ def _check(name: str, value: object) -> Check:
     )
     op = _str(f"{name}.op", data["op"])
     if op not in CHECK_OPS:
-        raise _Problem(f"{name}.op", f"'{op}' is not one of {', '.join(CHECK_OPS)}")
+        raise _Problem(f"{name}.op", f"'{preview(op)}' is not one of {', '.join(CHECK_OPS)}")
     return Check(
         metric=_str(f"{name}.metric", data["metric"]),
         op=op,
@@ -321,7 +372,7 @@ SCHEMA: dict[str, tuple[bool, Callable[[str, object], Any]]] = {
     "id": (True, _slug),
     "title": (True, _str),
     "authors": (True, _str_list),
-    "year": (True, lambda n, v: _int(n, v)),
+    "year": (True, lambda n, v: _year(n, v)),
     "date": (False, _date),
     "venue": (False, _str),
     "field": (True, lambda n, v: _choice(n, v, FIELDS)),
@@ -343,69 +394,121 @@ def _int(name: str, value: object) -> int:
     return value
 
 
+def _year(name: str, value: object) -> int:
+    year = _int(name, value)
+    if not YEARS[0] <= year <= YEARS[1]:
+        raise _Problem(name, f"{preview(year)} is not a year between {YEARS[0]} and {YEARS[1]}")
+    return year
+
+
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     text = _str(name, value)
     if text not in choices:
-        raise _Problem(name, f"'{text}' is not one of {', '.join(choices)}")
+        raise _Problem(name, f"'{preview(text)}' is not one of {', '.join(choices)}")
     return text
 
 
-def paper_from_dict(data: object, source: Path | None = None) -> Paper:
-    """Validate one parsed document and build a Paper; raises _Problem on the first bad field."""
+def _check_dict(data: object, source: Path | None = None) -> tuple[Paper | None, list[_Problem]]:
+    """Validate one parsed document: the Paper, or every problem of every top-level field."""
     if not isinstance(data, dict):
-        raise _Problem("", f"the file must hold a mapping of fields, got {_type_name(data)}")
+        return None, [
+            _Problem("", f"the file must hold a mapping of fields, got {_type_name(data)}")
+        ]
+    problems: list[_Problem] = []
     for key in data:
         if key not in SCHEMA:
-            near = difflib.get_close_matches(str(key), SCHEMA, n=1)
+            name = str(key)
+            near = difflib.get_close_matches(name, SCHEMA, n=1) if len(name) < 64 else []
             hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise _Problem(str(key), f"unknown field{hint}")
+            problems.append(_Problem(name, f"unknown field{hint}"))
     values: dict[str, Any] = {}
     for name, (required, parse) in SCHEMA.items():
         if name not in data or data[name] is None:
             if required:
-                raise _Problem(name, "is required")
+                problems.append(_Problem(name, "is required"))
             continue
-        values[name] = parse(name, data[name])
-    date = values.get("date", "")
-    if date and int(date[:4]) != values["year"]:
-        raise _Problem("date", f"year {date[:4]} does not match year {values['year']}")
-    return Paper(source=source, **values)
+        try:
+            values[name] = parse(name, data[name])
+        except _Problem as p:
+            problems.append(p)
+    date, year = values.get("date", ""), values.get("year")
+    if date and year is not None and int(date[:4]) != year:
+        problems.append(_Problem("date", f"year {date[:4]} does not match year {year}"))
+    if problems:
+        return None, problems
+    return Paper(source=source, **values), []
 
 
-def _line_of(text: str, field_path: str) -> int | None:
-    """1-based line of the YAML node a problem is in, following 'claims[0].value' down the tree.
+def paper_from_dict(data: object, source: Path | None = None) -> Paper:
+    """Validate one parsed document and build a Paper; raises _Problem on the first bad field."""
+    paper, problems = _check_dict(data, source)
+    if problems:
+        raise problems[0]
+    assert paper is not None
+    return paper
 
-    Only computed when reporting an error, so loading stays fast."""
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError:
-        return None
-    line = None
+
+def _locate(root: yaml.Node | None, field_path: str) -> tuple[int | None, yaml.Node | None]:
+    """1-based line and node of a problem, following 'claims[0].value' down the composed tree."""
+    line, node = None, root
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", field_path):
         if isinstance(node, yaml.MappingNode) and not part.startswith("["):
             match = next(((k, v) for k, v in node.value if k.value == part), None)
             if match is None:
-                break
+                return line, None
             line, node = match[0].start_mark.line + 1, match[1]
         elif isinstance(node, yaml.SequenceNode) and part.startswith("["):
             index = int(part[1:-1])
             if index >= len(node.value):
-                break
+                return line, None
             node = node.value[index]
             line = node.start_mark.line + 1
         else:
-            break
-    return line
+            return line, None
+    return line, node
 
 
-def load_file(path: Path) -> Paper:
-    """Load and validate one registry file. Every failure is a RegistryError naming the file."""
+# the run of indentation and block indicators ('- ', '? ', ': ') that opens a line
+_LINE_PREFIX = re.compile(r"^[ \t?:-]*", re.M)
+
+
+def _depth_bound(text: str) -> int:
+    """A cheap upper bound on the nesting depth (~5 us for a paper file). Every flow collection
+    opens with '[' or '{'. A block collection nested in another starts further right, or (a
+    sequence under a mapping key) in the same column, and never right of a line's opening run
+    of spaces and indicators: so 2 levels per column of the longest such run."""
+    block = max((len(m) for m in _LINE_PREFIX.findall(text)), default=0)
+    return text.count("[") + text.count("{") + 2 * (block + 1)
+
+
+def _too_deep_line(text: str) -> int | None:
+    """The line where nesting passes MAX_DEPTH, or None. libyaml's parser is a loop over events
+    (only its composer recurses), so this walk is safe at any depth; it stops at the excess."""
+    if _depth_bound(text) <= MAX_DEPTH:
+        return None
+    depth = 0
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RegistryError(path, f"cannot read: {exc}") from None
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return event.start_mark.line + 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        pass  # malformed before it got too deep: the loader reports it with its own line
+    return None
+
+
+def _parse(text: str, path: Path) -> object:
+    """The YAML document in `text`; every failure is a RegistryError with the line when known."""
+    too_deep = _too_deep_line(text)
+    if too_deep is not None:
+        raise RegistryError(
+            path, f"nested deeper than {MAX_DEPTH} levels (a paper file needs 4)", line=too_deep
+        )
     try:
-        data = yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -413,21 +516,50 @@ def load_file(path: Path) -> Paper:
         raise RegistryError(path, f"malformed YAML: {problem}", line=line) from None
     except yaml.YAMLError as exc:
         raise RegistryError(path, f"malformed YAML: {exc}") from None
-    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp YAML cannot build
-        raise RegistryError(path, f"malformed YAML: {exc}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise RegistryError(path, f"malformed YAML: {type(exc).__name__}: {exc}") from None
+
+
+def check_text(text: str, path: Path) -> tuple[Paper | None, list[RegistryError]]:
+    """Validate the text of registry file `path`: the Paper, or every problem found (each with
+    file, line when known, and field). The one check behind loading, `validate` and `add`."""
     try:
-        paper = paper_from_dict(data, source=path)
-    except _Problem as p:
-        raise RegistryError(
-            path, p.message, field=p.field or None, line=_line_of(text, p.field)
-        ) from None
-    if paper.id != path.stem:
-        raise RegistryError(
-            path,
-            f"id '{paper.id}' does not match the file name '{path.stem}'",
-            field="id",
-            line=_line_of(text, "id"),
+        data = _parse(text, path)
+    except RegistryError as exc:
+        return None, [exc]
+    paper, problems = _check_dict(data, source=path)
+    raw_id = data.get("id") if isinstance(data, dict) else None
+    if isinstance(raw_id, str) and SLUG_RE.match(raw_id.strip()) and raw_id.strip() != path.stem:
+        problems.append(
+            _Problem("id", f"id '{raw_id.strip()}' does not match the file name '{path.stem}'")
         )
+    if not problems:
+        return paper, []
+    root = yaml.compose(text, Loader=_Loader)  # only on the error path: loading stays fast
+    errors = []
+    for p in problems:
+        line, node = _locate(root, p.field)
+        message = p.message
+        if p.template and isinstance(node, yaml.ScalarNode):
+            message = p.template.format(raw=preview(node.value))
+        errors.append(RegistryError(path, message, field=p.field or None, line=line))
+    return None, errors
+
+
+def check_file(path: Path) -> tuple[Paper | None, list[RegistryError]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [RegistryError(path, f"cannot read: {exc}")]
+    return check_text(text, path)
+
+
+def load_file(path: Path) -> Paper:
+    """Load and validate one registry file. Every failure is a RegistryError naming the file."""
+    paper, problems = check_file(path)
+    if problems:
+        raise problems[0]
+    assert paper is not None
     return paper
 
 
@@ -436,15 +568,9 @@ def _is_registry_file(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) and not name.startswith(".")
 
 
-def _registry_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if _is_registry_file(p.name))
-
-
 # Parsing YAML costs ~250 us a file; a marshal cache of validated papers, keyed by each file's
 # (mtime, size), costs ~25 us. Only changed files are parsed again. Bump when the schema changes.
-_CACHE_FORMAT = 5  # 5: reproduce blocks lost scales/data (the recipes own them)
+_CACHE_FORMAT = 6  # 6: reproduce blocks lost scales/data (the recipes own them)
 
 
 def _cache_file(directory: Path) -> Path:
@@ -458,12 +584,14 @@ def _cache_file(directory: Path) -> Path:
     )
 
 
-def load_directory(directory: Path) -> list[Paper]:
-    """All papers of one registry folder, validated; raises RegistryError on the first bad file."""
+def scan_directory(directory: Path) -> tuple[list[Paper], list[RegistryError], int]:
+    """The valid papers of one registry folder, every problem of its broken files, and the
+    number of files. Valid files come from the parse cache when unchanged; broken ones are
+    never cached, so they are read (and reported) every time."""
     import marshal
 
     if not directory.is_dir():
-        return []
+        return [], [], 0
     entries = sorted(
         (e for e in os.scandir(directory) if _is_registry_file(e.name) and e.is_file()),
         key=lambda e: e.name,
@@ -477,91 +605,135 @@ def load_directory(directory: Path) -> list[Paper]:
     except (OSError, EOFError, ValueError, TypeError, AttributeError):
         pass  # no cache yet, or an unreadable one: parse everything
     papers: list[Paper] = []
+    problems: list[RegistryError] = []
     fresh: dict[str, tuple[int, int, dict]] = {}
-    changed = False
     for entry in entries:
         st = entry.stat()
         hit = cached.get(entry.name)
         if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-            paper = Paper.from_trusted_dict(hit[2])
-            record = hit
-        else:
-            paper = load_file(Path(entry.path))
-            record = (st.st_mtime_ns, st.st_size, paper.to_dict())
-            changed = True
-        fresh[entry.name] = record
-        papers.append(paper)
-    if changed or len(fresh) != len(cached):
+            papers.append(Paper.from_trusted_dict(hit[2]))
+            fresh[entry.name] = hit
+            continue
+        paper, found = check_file(Path(entry.path))
+        problems += found
+        if paper is not None:
+            papers.append(paper)
+            fresh[entry.name] = (st.st_mtime_ns, st.st_size, paper.to_dict())
+    if fresh != cached:
         try:
             paths.atomic_write_bytes(
                 cache_path, marshal.dumps({"format": _CACHE_FORMAT, "files": fresh})
             )
         except OSError:
             pass  # a read-only home only costs speed
+    return papers, problems, len(entries)
+
+
+def load_directory(directory: Path) -> list[Paper]:
+    """All papers of one registry folder, validated; raises RegistryError on the first bad file."""
+    papers, problems, _ = scan_directory(directory)
+    if problems:
+        raise problems[0]
     return papers
 
 
-def duplicate_problems(papers: Iterable[Paper]) -> list[RegistryError]:
-    """Ids, aliases and arXiv ids must each name one paper."""
-    problems: list[RegistryError] = []
+def _scan(path: Path) -> tuple[list[Paper], list[RegistryError], int]:
+    """A registry layer: a folder, or (for `validate FILE`) one file."""
+    if path.is_file():
+        paper, problems = check_file(path)
+        return ([paper] if paper else []), problems, 1
+    return scan_directory(path)
+
+
+def _line_in(path: Path | None, field_name: str) -> int | None:
+    """The line of a top-level field, for problems found after loading (only on the error path)."""
+    try:
+        text = path.read_text(encoding="utf-8")  # type: ignore[union-attr]
+        if _too_deep_line(text) is not None:  # edited since it was loaded: never compose it
+            return None
+        return _locate(yaml.compose(text, Loader=_Loader), field_name)[0]
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+
+
+def duplicate_problems(papers: Iterable[Paper]) -> list[tuple[Paper, RegistryError]]:
+    """Ids, aliases and arXiv ids must each name one paper: the later paper gets the problem."""
+    problems: list[tuple[Paper, RegistryError]] = []
     seen: dict[str, Paper] = {}
     seen_arxiv: dict[str, Paper] = {}
+
+    def clash(paper: Paper, field_name: str, message: str) -> None:
+        where = _line_in(paper.source, field_name)
+        problems.append((paper, RegistryError(paper.source, message, field=field_name, line=where)))
+
     for paper in papers:
         keys = [("id", paper.id)] + [("aliases", a) for a in paper.aliases]
         for field_name, key in keys:
             norm = key.lower()
             other = seen.get(norm)
             if other is not None and other is not paper:
-                problems.append(
-                    RegistryError(
-                        paper.source, f"'{key}' is already used by {other.source}", field=field_name
-                    )
-                )
+                clash(paper, field_name, f"'{preview(key)}' is already used by {other.source}")
             seen.setdefault(norm, paper)
         if paper.arxiv:
             other = seen_arxiv.get(paper.arxiv)
             if other is not None:
-                problems.append(
-                    RegistryError(
-                        paper.source,
-                        f"arXiv id {paper.arxiv} is already used by {other.source}",
-                        field="arxiv",
-                    )
-                )
+                clash(paper, "arxiv", f"arXiv id {paper.arxiv} is already used by {other.source}")
             seen_arxiv.setdefault(paper.arxiv, paper)
     return problems
 
 
-def validate_files(
-    files: list[Path], known_recipes: Iterable[str] | None = None
-) -> list[RegistryError]:
-    """Every problem of these files: schema, duplicates among them, unknown recipes."""
-    problems: list[RegistryError] = []
-    papers: list[Paper] = []
-    for path in files:
-        try:
-            papers.append(load_file(path))
-        except RegistryError as exc:
-            problems.append(exc)
-    problems.extend(duplicate_problems(papers))
+@dataclass
+class Loaded:
+    """The merged registry of some layers: the papers served, every problem, files per layer."""
+
+    papers: list[Paper]
+    problems: list[RegistryError]
+    files: list[int]
+
+
+def load_layers(layers: Iterable[Path], known_recipes: Iterable[str] | None = None) -> Loaded:
+    """Merge registry layers (a later layer's file wins by id) exactly as every command sees
+    them, and collect every problem: `validate` prints them, the loader warns and serves the
+    rest. A file with a problem is left out as if it were not there; a paper that clashes
+    with another (id, alias, arXiv id) is left out too, and the merge is redone without it."""
+    scanned = [_scan(layer) for layer in layers]
+    problems = [p for _, found, _ in scanned for p in found]
+    left_out: set[Path | None] = set()
+    while True:
+        by_id: dict[str, Paper] = {}
+        for papers, _, _ in scanned:
+            for paper in papers:
+                if paper.source not in left_out:
+                    by_id.pop(paper.id, None)  # an override sorts last, so it is the one blamed
+                    by_id[paper.id] = paper
+        merged = list(by_id.values())
+        clashes = duplicate_problems(merged)
+        if not clashes:
+            break
+        problems += [error for _, error in clashes]
+        left_out |= {paper.source for paper, _ in clashes}
     if known_recipes is not None:
         known = set(known_recipes)
-        for p in papers:
+        for p in merged:  # a dotted name is the user's own module, found when it runs
             if p.reproduce and p.reproduce.recipe not in known and "." not in p.reproduce.recipe:
+                where = _line_in(p.source, "reproduce")
                 problems.append(
                     RegistryError(
-                        p.source, f"unknown recipe '{p.reproduce.recipe}'", field="reproduce.recipe"
+                        p.source,
+                        f"unknown recipe '{p.reproduce.recipe}'",
+                        field="reproduce.recipe",
+                        line=where,
                     )
                 )
-    return problems
+    return Loaded(merged, problems, [n for _, _, n in scanned])
 
 
 def validate_directory(
     directory: Path, known_recipes: Iterable[str] | None = None
 ) -> tuple[int, list[RegistryError]]:
-    """Check every file of one registry directory; return (files checked, problems)."""
-    files = _registry_files(directory)
-    return len(files), validate_files(files, known_recipes)
+    """Check every file of one registry directory on its own; return (files checked, problems)."""
+    loaded = load_layers([directory], known_recipes)
+    return loaded.files[0], loaded.problems
 
 
 def _squash(text: str) -> str:
@@ -575,17 +747,15 @@ def normalize_arxiv(text: str) -> tuple[str, str | None] | None:
     t = re.sub(r"^(?:https?://)?(?:www\.|export\.)?arxiv\.org/(?:abs|pdf)/", "", t, flags=re.I)
     t = re.sub(r"^arxiv:", "", t, flags=re.I)
     t = re.sub(r"\.pdf$", "", t, flags=re.I).strip("/")
-    m = ARXIV_VERSIONED_RE.match(t)
-    if not m:
-        return None
-    return m.group("id"), m.group("version")
+    return arxiv_id(t)
 
 
 class Registry:
     """The bundled registry with the user's own layered over it (a user file wins by id)."""
 
-    def __init__(self, papers: list[Paper]):
+    def __init__(self, papers: list[Paper], problems: Iterable[RegistryError] = ()):
         self.papers = papers
+        self.problems = list(problems)  # of files left out; read commands warn about them
         self._index: dict[str, Paper] = {}
         for paper in papers:
             keys = [paper.id, *paper.aliases]
@@ -597,17 +767,19 @@ class Registry:
 
     @classmethod
     def load(cls, directories: Iterable[Path] | None = None) -> Registry:
+        """The merged registry. Broken files do not lock anyone out: they are left out and
+        listed in `problems` (see `broken_files`)."""
         if directories is None:
             directories = (paths.bundled_registry(), paths.user_registry())
-        by_id: dict[str, Paper] = {}
-        for directory in directories:
-            for paper in load_directory(directory):
-                by_id[paper.id] = paper  # later directories override earlier ones
-        papers = list(by_id.values())
-        dups = duplicate_problems(papers)
-        if dups:
-            raise dups[0]
-        return cls(papers)
+        loaded = load_layers(directories)
+        return cls(loaded.papers, loaded.problems)
+
+    def broken_files(self) -> dict[str, list[RegistryError]]:
+        """Problems grouped by file, in the order found."""
+        out: dict[str, list[RegistryError]] = {}
+        for problem in self.problems:
+            out.setdefault(problem.path, []).append(problem)
+        return out
 
     def get(self, query: str) -> Paper:
         q = query.strip()
@@ -616,6 +788,9 @@ class Registry:
         for key in candidates:
             if key and key in self._index:
                 return self._index[key]
+        for problem in self.problems:  # the paper asked for is in a file that was left out
+            if Path(problem.path).stem == q.lower():
+                raise problem
         names = sorted(
             {p.id for p in self.papers} | {a.lower() for p in self.papers for a in p.aliases}
         )

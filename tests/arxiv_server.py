@@ -27,7 +27,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     drop_after: int | None = None  # send this many body bytes, then cut the connection
     delay: float = 0.0  # seconds to wait before answering
-    passthrough: bool = False  # serve the normal reply, but apply drop_after/delay to it
+    passthrough: bool = False  # serve the normal reply, but apply drop_after/delay/no_length
+    no_length: bool = False  # no Content-Length: the body ends when the connection closes
 
 
 def fixture_body(name: str) -> tuple[int, bytes]:
@@ -39,9 +40,17 @@ def fixture_body(name: str) -> tuple[int, bytes]:
 
 
 def make_pdf(size: int, seed: int = 0) -> bytes:
+    """Exactly `size` bytes that end as a whole PDF does: a cross-reference section, then
+    'startxref' with that section's offset, then '%%EOF'."""
     head = b"%PDF-1.5\n%papercli test document\n"
-    filler = bytes((i * 31 + seed) % 251 for i in range(max(0, size - len(head) - 6)))
-    return head + filler + b"\n%%EOF"
+    xref = b"\nxref\n0 1\n0000000000 65535 f \ntrailer\n<< /Size 1 >>\nstartxref\n"
+    for digits in range(1, 21):  # the offset's width changes the filler's length
+        filler_len = size - len(head) - len(xref) - digits - len(b"\n%%EOF\n")
+        offset = len(head) + filler_len + 1  # where 'xref' starts
+        if len(str(offset)) == digits:
+            break
+    filler = bytes((i * 31 + seed) % 251 for i in range(filler_len))
+    return head + filler + xref + str(offset).encode() + b"\n%%EOF\n"
 
 
 def atom_feed(ids: list[str]) -> bytes:
@@ -148,15 +157,14 @@ class FakeArxiv:
                 if fault and fault.delay:
                     time.sleep(fault.delay)
                 if fault and not fault.passthrough:
-                    self._send(fault.status, fault.body, fault.headers, fault.drop_after)
+                    self._send(fault.status, fault.body, fault.headers, fault)
                     return
-                drop = fault.drop_after if fault else None
                 if kind == "api":
-                    self._api(parse_qs(url.query), drop)
+                    self._api(parse_qs(url.query), fault)
                 else:
-                    self._pdf(url.path[len("/pdf/") :], drop)
+                    self._pdf(url.path[len("/pdf/") :], fault)
 
-            def _api(self, query: dict, drop: int | None) -> None:
+            def _api(self, query: dict, fault: Fault | None) -> None:
                 id_list = query.get("id_list", [""])[0]
                 if id_list in RECORDED:
                     status, body = fixture_body(RECORDED[id_list])
@@ -164,10 +172,10 @@ class FakeArxiv:
                     ids = [i for i in id_list.split(",") if i and i not in fake.missing]
                     status, body = 200, atom_feed(ids)
                 self._send(
-                    status, body, {"Content-Type": "application/atom+xml; charset=utf-8"}, drop
+                    status, body, {"Content-Type": "application/atom+xml; charset=utf-8"}, fault
                 )
 
-            def _pdf(self, name: str, drop: int | None) -> None:
+            def _pdf(self, name: str, fault: Fault | None) -> None:
                 if name in fake.html_instead:
                     self._send(
                         200,
@@ -187,19 +195,22 @@ class FakeArxiv:
                         "Content-Type": "application/pdf",
                         "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}",
                     }
-                    self._send(206, data[start:], headers, drop)
+                    self._send(206, data[start:], headers, fault)
                     return
-                self._send(200, data, {"Content-Type": "application/pdf"}, drop)
+                self._send(200, data, {"Content-Type": "application/pdf"}, fault)
 
-            def _send(self, status: int, body: bytes, headers: dict, drop: int | None) -> None:
+            def _send(self, status: int, body: bytes, headers: dict, fault: Fault | None) -> None:
+                drop = fault.drop_after if fault else None
+                no_length = fault is not None and fault.no_length
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                if drop is not None:
+                if not no_length:
+                    self.send_header("Content-Length", str(len(body)))
+                if drop is not None or no_length:
                     self.send_header("Connection", "close")
                 self.end_headers()
-                if drop is None:
+                if drop is None and not no_length:
                     self.wfile.write(body)
                     return
                 self.wfile.write(body[:drop])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from arxiv_server import FakeArxiv, Fault, make_pdf
+from arxiv_server import FakeArxiv, Fault, atom_feed, make_pdf
 
 from papercli import cache
 from papercli.arxiv import ArxivError, ArxivRejected, Client, Settings
@@ -218,20 +219,25 @@ def test_fetch_downloads_pdfs_and_show_displays_them(server, runner, papercli_ho
     assert path.exit_code == 0 and path.stdout.strip() == str(pdf)
 
 
-def test_fetch_direct_pdf_url_for_non_arxiv_paper(server, runner, user_registry):
-    (user_registry / "my-report.yaml").write_text(
+def write_report(user_registry: Path, paper_id: str, pdf_url: str) -> None:
+    """A paper that is not on arXiv, only at `pdf_url`."""
+    (user_registry / f"{paper_id}.yaml").write_text(
         yaml.safe_dump(
             {
-                "id": "my-report",
+                "id": paper_id,
                 "title": "A Report",
                 "authors": ["A. Person"],
                 "year": 2019,
                 "field": "language",
                 "summary": "Not on arXiv.",
-                "urls": {"pdf": f"{server.base}/pdf/report"},
+                "urls": {"pdf": pdf_url},
             }
         )
     )
+
+
+def test_fetch_direct_pdf_url_for_non_arxiv_paper(server, runner, user_registry):
+    write_report(user_registry, "my-report", f"{server.base}/pdf/report")
     result = runner.invoke(app, ["fetch", "my-report"])
     assert result.exit_code == 0, result.output
     assert "not on arXiv" in result.stdout and "downloaded" in result.stdout
@@ -301,9 +307,10 @@ def test_add_refuses_collisions_and_bad_ids(server, runner, papercli_home):
     assert taken.exit_code == 2 and "id 'vit' is already used" in taken.stderr
     bad = runner.invoke(app, ["add", "2101.00042", "--id", "Bad Slug"])
     assert bad.exit_code == 2 and "is not a slug" in bad.stderr
-    rejected = runner.invoke(app, ["add", "abc"])
-    assert rejected.exit_code == 2
-    assert rejected.stderr == "papercli: error: arXiv rejected id 'abc': incorrect id format\n"
+    calls = len(server.api_calls())
+    rejected = runner.invoke(app, ["add", "abc"])  # refused locally now (see test_add_checks_…)
+    assert rejected.exit_code == 2 and "'abc' is not an arXiv id" in rejected.stderr
+    assert len(server.api_calls()) == calls
     server.missing.add("2101.00043")
     gone = runner.invoke(app, ["add", "2101.00043"])
     assert gone.exit_code == 2 and "arXiv has no paper with id '2101.00043'" in gone.stderr
@@ -335,3 +342,167 @@ def test_no_network_access_in_tests():
 
 def test_make_pdf_is_a_pdf():
     assert make_pdf(1000).startswith(b"%PDF-") and len(make_pdf(1000)) == 1000
+
+
+# ----------------------------------------------------------------------------- hostile input
+def test_pdf_cut_off_without_content_length_is_kept_as_part_then_resumed(
+    server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PAPERCLI_ARXIV_RETRIES", "0")
+    dest = tmp_path / "p.pdf"
+    # the server sends half the file with no Content-Length and closes: a clean end of body
+    server.faults["pdf"] = [Fault(drop_after=150_000, no_length=True, passthrough=True)]
+    with pytest.raises(ArxivError, match=r"incomplete PDF \(150000 bytes with no length given"):
+        client().download(f"{server.base}/pdf/2101.00001", dest)
+    assert not dest.exists()
+    assert (tmp_path / "p.pdf.part").read_bytes() == server.default_pdf[:150_000]
+    assert client().download(f"{server.base}/pdf/2101.00001", dest) == "downloaded"
+    assert dest.read_bytes() == server.default_pdf
+    assert server.pdf_calls()[-1]["headers"]["Range"] == "bytes=150000-"
+
+
+def test_half_pdf_is_never_reported_as_cached(server, runner, monkeypatch):
+    monkeypatch.setenv("PAPERCLI_ARXIV_RETRIES", "0")
+    server.faults["pdf"] = [Fault(drop_after=100_000, no_length=True, passthrough=True)]
+    first = runner.invoke(app, ["fetch", "vit"])
+    assert first.exit_code == 1 and "incomplete PDF" in first.stdout
+    assert not cache.pdf_path("vit").exists()
+    assert runner.invoke(app, ["path", "vit"]).exit_code == 1  # no half file under the name
+    second = runner.invoke(app, ["fetch", "vit"])
+    assert second.exit_code == 0 and "downloaded" in second.stdout
+    assert cache.pdf_path("vit").read_bytes() == server.default_pdf
+    assert "cached" in runner.invoke(app, ["fetch", "vit"]).stdout
+
+
+def test_whole_pdf_without_content_length_is_complete_by_its_trailer(server, tmp_path):
+    server.faults["pdf"] = [Fault(no_length=True, passthrough=True)]
+    dest = tmp_path / "p.pdf"
+    assert client().download(f"{server.base}/pdf/2101.00001", dest) == "downloaded"
+    assert dest.read_bytes() == server.default_pdf and len(server.pdf_calls()) == 1
+
+
+def test_pdf_without_trailer_is_complete_only_when_its_length_is_known(
+    server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PAPERCLI_ARXIV_RETRIES", "0")
+    server.pdfs["odd"] = b"%PDF-1.4\n" + bytes(range(256)) * 40  # no %%EOF, no startxref
+    dest = tmp_path / "odd.pdf"
+    assert client().download(f"{server.base}/pdf/odd", dest) == "downloaded"  # length matched
+    other = tmp_path / "other.pdf"
+    server.faults["pdf"] = [Fault(no_length=True, passthrough=True)]
+    with pytest.raises(ArxivError, match="failed after 1 attempts: incomplete PDF"):
+        client().download(f"{server.base}/pdf/odd", other)
+    assert not other.exists() and (tmp_path / "other.pdf.part").exists()
+    # resuming asks for the rest; the server's 416 names the total, which the .part matches
+    assert client().download(f"{server.base}/pdf/odd", other) == "downloaded"
+    assert other.read_bytes() == server.pdfs["odd"]
+    assert server.pdf_calls()[-1]["headers"]["Range"] == f"bytes={len(server.pdfs['odd'])}-"
+
+
+def test_truncated_pdf_already_in_place_is_resumed_not_cached(server, tmp_path):
+    dest = tmp_path / "p.pdf"
+    dest.write_bytes(server.default_pdf[:100_000])  # saved whole by an older papercli
+    assert client().download(f"{server.base}/pdf/2101.00001", dest) == "downloaded"
+    assert dest.read_bytes() == server.default_pdf
+    assert server.pdf_calls()[0]["headers"]["Range"] == "bytes=100000-"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "abc",
+        "1234.5",
+        "2013.12345",  # month 13
+        "0808.05394",  # 5 digits before 2015
+        "1501.0001",  # 4 digits from 2015
+        "2010.11929v0",
+        "hep-ex/040602",
+        "https://example.org/abs/2010.11929",
+        "x" * 100_000,
+    ],
+)
+def test_add_checks_the_id_syntax_before_any_network_call(bad, server, runner, monkeypatch):
+    monkeypatch.setenv("PAPERCLI_ARXIV_API_URL", "http://127.0.0.1:9/api/query")  # offline
+    monkeypatch.setenv("PAPERCLI_ARXIV_BACKOFF", "2")
+    start = time.monotonic()
+    result = runner.invoke(app, ["add", bad])
+    assert time.monotonic() - start < 2  # was 31 s of retries offline
+    assert result.exit_code == 2
+    assert "is not an arXiv id (use 2010.11929, 2010.11929v2, hep-ex/0406020" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and len(result.stderr) < 300
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [
+        (b"<!DOCTYPE html><html><body>Rate exceeded.</body></html>", "an HTML page"),
+        (b"\x00\xffgarbage<<", "malformed XML"),
+        (b"<rss><channel/></rss>", "XML <rss>, not an Atom feed"),
+        (b"", "an empty response"),
+    ],
+)
+def test_non_atom_api_response_is_unreadable_not_missing_and_retried(
+    body, what, server, monkeypatch
+):
+    server.faults["api"] = [Fault(status=200, body=body)]
+    found, missing = client().fetch(["2101.00001"])  # retried like a 5xx, then served
+    assert "2101.00001" in found and missing == [] and len(server.api_calls()) == 2
+    monkeypatch.setenv("PAPERCLI_ARXIV_RETRIES", "2")
+    server.faults["api"] = [Fault(status=200, body=body)] * 3
+    with pytest.raises(ArxivError) as exc:
+        client().fetch(["2101.00001"])
+    assert str(exc.value).startswith(
+        "arXiv API failed after 3 attempts: arXiv returned something papercli could not read ("
+        + what
+    )
+    assert len(server.api_calls()) == 2 + 3
+
+
+def test_fetch_says_unreadable_instead_of_not_found(server, runner, monkeypatch):
+    monkeypatch.setenv("PAPERCLI_ARXIV_RETRIES", "1")
+    server.faults["api"] = [Fault(status=200, body=b"<html>oops</html>")] * 2
+    result = runner.invoke(app, ["fetch", "vit", "--no-pdf"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "papercli: error: arXiv API failed after 2 attempts: arXiv returned something papercli"
+        " could not read (an HTML page)\n"
+    )
+    assert "not found" not in result.output
+
+
+def test_add_writes_nothing_when_the_record_does_not_validate(server, runner, papercli_home):
+    feed = re.sub(
+        rb"<title>Generated.*?</title>", b"<title>  </title>", atom_feed(["2101.00042"]), flags=re.S
+    )
+    server.faults["api"] = [Fault(status=200, body=feed)]
+    result = runner.invoke(app, ["add", "2101.00042"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "papercli: error: arXiv's record for 2101.00042 does not make a valid registry entry"
+        " (title: must not be empty); nothing was written\n"
+    )
+    user_dir = papercli_home / "registry" / "papers"
+    assert not user_dir.exists() or list(user_dir.iterdir()) == []
+    listed = runner.invoke(app, ["list"])
+    assert listed.exit_code == 0 and listed.stderr == ""
+
+
+@pytest.mark.parametrize("variable", ["PAPERCLI_ARXIV_API_URL", "PAPERCLI_ARXIV_PDF_URL"])
+@pytest.mark.parametrize("value", ["notaurl", "file:///etc/passwd", "http://", "ftp://host/x"])
+def test_endpoint_settings_must_be_http_urls(variable, value, server, runner, monkeypatch):
+    monkeypatch.setenv(variable, value)
+    for argv in (["add", "2101.00042"], ["fetch", "vit"], ["path", "vit", "--fetch"]):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert result.stderr == (
+            f"papercli: error: {variable} must be an http:// or https:// URL, got '{value}'\n"
+        )
+    assert server.requests == []
+
+
+def test_registry_pdf_url_with_another_scheme_fails_in_one_line(server, runner, user_registry):
+    write_report(user_registry, "local-file", "file:///etc/passwd")
+    result = runner.invoke(app, ["fetch", "local-file"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "failed: PDF download file:///etc/passwd: No connection adapters" in result.stdout

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from papercli import paths
+from papercli.cli import app
 from papercli.errors import RegistryError, UnknownPaperError
 from papercli.registry import (
+    MAX_DEPTH,
+    YEARS,
     Registry,
+    check_file,
     load_directory,
     load_file,
     normalize_arxiv,
@@ -258,3 +266,158 @@ def test_loader_never_raises_anything_but_registry_error(doc, raw, tmp_path):
         assert "\n" not in str(exc).strip()
     else:
         assert paper.id == "fuzz"
+
+
+# ----------------------------------------------------------------------------- hostile input
+def _papercli(*argv: str, home: Path) -> subprocess.CompletedProcess:
+    """The real CLI in its own interpreter: a crash (SIGSEGV) fails the test, not the run."""
+    env = {**os.environ, "PAPERCLI_HOME": str(home), "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "papercli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_100k_levels_of_brackets_do_not_crash_any_command(user_registry, papercli_home):
+    deep = user_registry / "deep.yaml"
+    deep.write_text("[" * 100_000 + "\n")  # a 100 KB file that overflowed libyaml's C composer
+    listed = _papercli("list", "--json", home=papercli_home)
+    assert listed.returncode == 0, listed.stderr  # was -11 (SIGSEGV) with no message
+    assert "vit" in {p["id"] for p in json.loads(listed.stdout)}
+    assert listed.stderr == (
+        f"papercli: warning: skipped {deep}:1: nested deeper than {MAX_DEPTH} levels"
+        " (a paper file needs 4)\n"
+    )
+    checked = _papercli("validate", home=papercli_home)
+    assert checked.returncode == 1
+    assert (
+        checked.stdout
+        == f"{deep}:1: nested deeper than {MAX_DEPTH} levels (a paper file needs 4)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("- " * 50_000 + "x\n", 1),  # block sequences nested on one line
+        ("id: x\nsummary: " + "{a: " * 40 + "\n", 2),  # flow mappings, the excess on line 2
+        ("".join("  " * i + "a:\n" for i in range(300)) + "  " * 300 + "b\n", MAX_DEPTH + 1),
+    ],
+    ids=["dashes", "braces", "indentation"],
+)
+def test_every_kind_of_deep_nesting_is_refused_with_its_line(text, line, tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    with pytest.raises(RegistryError) as exc:
+        load_file(path)
+    assert f"nested deeper than {MAX_DEPTH} levels" in str(exc.value)
+    assert exc.value.line == line
+
+
+def test_many_brackets_at_a_real_depth_still_load(tmp_path):
+    # 60 flow-style claims put the cheap bound above MAX_DEPTH; the exact walk lets it through
+    path = write_paper(tmp_path, "many-claims")
+    claim = '  - {name: c, metric: m, value: 1, setting: "[x] {y}", source: T1}\n'
+    path.write_text(path.read_text() + "".join(claim for _ in range(59)))
+    assert len(load_file(path).claims) == 60
+
+
+def test_broken_files_do_not_lock_out_read_commands(runner, user_registry):
+    broken = write_paper(user_registry, "broken", text="id: broken\ntitle: [\n")
+    typo = write_paper(user_registry, "typo", alias="T2", arxiv="2101.00002")
+    typo.write_text(typo.read_text().replace("year: 2021", "year: soon") + "titel: x\n")
+    write_paper(user_registry, "fine")
+    for argv in (["list"], ["show", "vit"], ["summary", "fine"], ["search", "test"]):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 0, (argv, result.output)
+        warnings = result.stderr.splitlines()
+        assert warnings == [
+            f"papercli: warning: skipped {broken}:3: malformed YAML: did not find expected node"
+            " content",
+            f"papercli: warning: skipped {typo}:14: titel: unknown field (did you mean 'title'?)"
+            " (+1 more)",
+        ]
+    # the paper of a skipped file is named with its problem, not 'unknown paper'
+    shown = runner.invoke(app, ["show", "typo"])
+    assert shown.exit_code == 1
+    assert shown.stderr.splitlines()[-1] == (
+        f"papercli: error: {typo}:14: titel: unknown field (did you mean 'title'?)"
+    )
+    checked = runner.invoke(app, ["validate"])
+    assert checked.exit_code == 1
+    assert checked.stdout.splitlines() == [
+        f"{broken}:3: malformed YAML: did not find expected node content",
+        f"{typo}:14: titel: unknown field (did you mean 'title'?)",
+        f"{typo}:4: year: must be an integer, got a string",
+    ]
+
+
+def test_validate_checks_the_merged_registry_like_the_loader(runner, user_registry):
+    mine = write_paper(user_registry, "mine", alias="ViT", arxiv="2010.11929")
+    vit = BUNDLED / "vit.yaml"
+    expected = [
+        f"{mine}:8: aliases: 'ViT' is already used by {vit}",
+        f"{mine}:9: arxiv: arXiv id 2010.11929 is already used by {vit}",
+    ]
+    checked = runner.invoke(app, ["validate"])
+    assert checked.exit_code == 1 and checked.stdout.splitlines() == expected
+    single = runner.invoke(app, ["validate", str(mine)])  # a file alone, layered over bundled
+    assert single.exit_code == 1 and single.stdout.splitlines() == expected
+    assert "2 problem(s) in 1 file(s)" in single.stderr
+    reg = Registry.load()  # the loader finds exactly the same problems ...
+    assert [str(p) for p in reg.problems] == expected
+    assert reg.get("ViT").id == "vit" and reg.get("2010.11929").id == "vit"  # ... and serves vit
+    listed = runner.invoke(app, ["list"])
+    assert listed.exit_code == 0 and "mine" not in listed.stdout.split()
+
+
+def test_user_override_of_a_bundled_paper_is_still_valid(runner, user_registry):
+    (user_registry / "vit.yaml").write_text((BUNDLED / "vit.yaml").read_text())
+    result = runner.invoke(app, ["validate"])
+    assert result.exit_code == 0, result.output
+
+
+def test_unquoted_arxiv_hint_shows_the_id_as_written(tmp_path):
+    path = write_paper(tmp_path, "float-id")
+    path.write_text(path.read_text().replace('arxiv: "2101.00001"', "arxiv: 2010.11930"))
+    with pytest.raises(RegistryError) as exc:
+        load_file(path)
+    # YAML read 2010.1193 (a float); the hint must be the id as typed, trailing zero included
+    assert str(exc.value) == (
+        f"{path}:9: arxiv: must be a quoted string (YAML read it as a number: write"
+        " '2010.11930' in quotes)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line_text", "expected"),
+    [
+        ("date: 2020-13-45", "5: date: '2020-13-45' is not a date (YYYY-MM or YYYY-MM-DD)"),
+        ('date: "2021-02-30"', "5: date: '2021-02-30' is not a date (YYYY-MM or YYYY-MM-DD)"),
+        ("year: 99999999", f"4: year: 99999999 is not a year between {YEARS[0]} and {YEARS[1]}"),
+        ("year: 202", f"4: year: 202 is not a year between {YEARS[0]} and {YEARS[1]}"),
+    ],
+)
+def test_impossible_dates_and_years_are_refused_with_their_line(line_text, expected, tmp_path):
+    path = write_paper(tmp_path, "bad-date")
+    key = line_text.split(":")[0]
+    path.write_text(re.sub(rf"^{key}: .*$", line_text, path.read_text(), flags=re.M))
+    _, problems = check_file(path)
+    assert f"{path}:{expected}" in [str(p) for p in problems]
+
+
+def test_a_100kb_value_is_not_echoed_in_full(runner, tmp_path):
+    path = write_paper(tmp_path, "long-id")
+    huge = "X" * 100_000
+    # a long id, and a long unknown key (explicit '? ' form: implicit keys stop at 1024)
+    path.write_text(path.read_text().replace("id: long-id", f"id: {huge}") + f"? {huge}\n: 1\n")
+    _, problems = check_file(path)
+    assert problems and all(len(str(p)) < 400 for p in problems)
+    assert sum("(100000 characters)" in str(p) for p in problems) == 2
+    shown = runner.invoke(app, ["show", huge])
+    assert shown.exit_code == 2 and len(shown.stderr) < 300
+    assert "(100000 characters)" in shown.stderr

@@ -297,3 +297,27 @@ def test_a_valid_venue_round_trips_through_the_parse_cache(user_registry):
         == Venue(kind="journal", name="J", short="JJ", year=2022, volume="7")
     )
     assert again.venue.label == "JJ 2022"
+
+
+# ----------------------------------------------------------------------------- the guide
+GUIDE = (REPO / "docs" / "guide.md").read_text(encoding="utf-8")
+
+
+def test_guide_bib_example_is_what_bib_prints(runner):
+    shown = re.search(r"\$ papercli bib unet\n(.+?)```", GUIDE, flags=re.S).group(1)
+    assert runner.invoke(app, ["bib", "unet"]).stdout == shown
+
+
+def test_guide_registry_example_and_venue_examples_validate():
+    import yaml
+
+    from papercli.registry import paper_from_dict
+
+    section = GUIDE[GUIDE.index("## The registry format") :]
+    example = yaml.safe_load(re.search(r"```yaml\n(.+?)```", section, flags=re.S).group(1))
+    assert paper_from_dict(example).venue.label == "MICCAI 2015"
+    venues = re.findall(r"`(\{kind: [^`]+\})`", section)
+    assert len(venues) == 6
+    for venue in venues:
+        extra = {"urls": {"blog": "https://example.org/post"}}
+        paper_from_dict({**example, **extra, "venue": yaml.safe_load(venue)})

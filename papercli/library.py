@@ -187,8 +187,8 @@ def registry_yaml(paper_id: str, entry: Entry, *, field: str | None, tags: list[
         "key_points": [],
         "claims": [],
     }
-    if entry.journal_ref:
-        data["venue"] = entry.journal_ref
     data = {k: v for k, v in data.items() if v is not None}
     header = f"# Added by papercli from arXiv {entry.arxiv_id}{entry.version}; edit freely.\n"
+    if entry.journal_ref:  # free text: the structured venue (docs/guide.md) is for a person to fill
+        header += f"# arXiv journal_ref: {' '.join(entry.journal_ref.split())}\n"
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

@@ -57,6 +57,31 @@ YEARS = (1600, dt.date.today().year + 1)  # a paper's year: no real one falls ou
 # Real paper files nest 4 levels (reproduce.checks[0].value); libyaml's composer recurses in C,
 # and 100,000 levels crash the interpreter, so deeper documents are refused before composing.
 MAX_DEPTH = 32
+# Where a work was published; each kind maps to one BibTeX entry type (papercli.bibtex).
+VENUE_KINDS = ("conference", "workshop", "journal", "techreport", "blog", "arxiv")
+# Keys each kind must have beyond `kind`; `year` is the venue's (ResNet: arXiv 2015, CVPR 2016).
+VENUE_REQUIRED = {
+    "conference": ("name", "year"),
+    "workshop": ("name", "year"),
+    "journal": ("name", "year"),
+    "techreport": ("name",),  # name = the institution; the year is the paper's
+    "blog": ("name", "accessed"),  # name = the site; accessed = BibTeX urldate
+    "arxiv": (),
+}
+VENUE_KEYS = (
+    "kind",
+    "name",
+    "short",
+    "year",
+    "volume",
+    "number",
+    "pages",
+    "series",
+    "publisher",
+    "accessed",
+)
+# Written instead of real names by people (and by the seed notes) for "more authors follow".
+_ET_AL_NAMES = {"others", "et al", "et al.", "and others"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +116,37 @@ class Reproduce:
     checks: tuple[Check, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Venue:
+    """The published version of a paper: kind (VENUE_KINDS), full name, acronym and year."""
+
+    kind: str
+    name: str = ""
+    short: str = ""  # the acronym people say: CVPR, NeurIPS, JMLR
+    year: int | None = None
+    volume: str = ""
+    number: str = ""
+    pages: str = ""
+    series: str = ""
+    publisher: str = ""
+    accessed: str = ""  # blog posts: the day the page was read (YYYY-MM-DD)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in VENUE_KEYS if getattr(self, k) not in ("", None)}
+
+    @property
+    def label(self) -> str:
+        """Short human form: 'CVPR 2016', 'Hugging Face blog', 'arXiv preprint'."""
+        if self.kind == "arxiv":
+            return "arXiv preprint"
+        name = self.short or self.name
+        if self.kind == "techreport":
+            return f"{name} technical report"
+        if self.kind == "workshop" and "workshop" not in name.lower():
+            name += " workshop"
+        return f"{name} {self.year}" if self.year and str(self.year) not in name else name
+
+
 @dataclass(slots=True)
 class Paper:
     id: str
@@ -100,7 +156,8 @@ class Paper:
     field: str
     summary: str
     date: str = ""
-    venue: str = ""
+    venue: Venue | None = None
+    et_al: bool = False  # the author list is truncated: shown "et al.", exported "and others"
     tags: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
     arxiv: str | None = None
@@ -117,9 +174,10 @@ class Paper:
             "id": self.id,
             "title": self.title,
             "authors": list(self.authors),
+            "et_al": self.et_al,
             "year": self.year,
             "date": self.date,
-            "venue": self.venue,
+            "venue": self.venue.to_dict() if self.venue else None,
             "field": self.field,
             "tags": list(self.tags),
             "aliases": list(self.aliases),
@@ -164,6 +222,7 @@ class Paper:
         """Rebuild from `to_dict()` output that was validated before (the parse cache)."""
         d = dict(d)
         d["claims"] = [Claim(**c) for c in d["claims"]]
+        d["venue"] = Venue(**d["venue"]) if d["venue"] else None
         r = d["reproduce"]
         if r:
             d["reproduce"] = Reproduce(
@@ -361,6 +420,44 @@ def _reproduce(name: str, value: object) -> Reproduce:
     )
 
 
+def _venue(name: str, value: object) -> Venue:
+    if isinstance(value, str):
+        raise _Problem(
+            name, f"'{value}' must be a mapping, e.g. {{kind: conference, name: …, year: 2016}}"
+        )
+    data = _mapping(name, value, VENUE_KEYS, ("kind",))
+    kind = _choice(f"{name}.kind", data["kind"], VENUE_KINDS)
+    for key in VENUE_REQUIRED[kind]:
+        if data.get(key) in (None, ""):
+            raise _Problem(f"{name}.{key}", f"is required for kind {kind}")
+    if kind == "arxiv" and len(data) > 1:
+        raise _Problem(name, "kind arxiv takes no other keys (the paper's arxiv id says it all)")
+    out: dict[str, Any] = {"kind": kind}
+    for key, raw in data.items():
+        if key == "year":
+            out[key] = _int(f"{name}.year", raw)
+        elif key == "accessed":
+            out[key] = _date(f"{name}.accessed", raw)
+        elif key != "kind":
+            # YAML reads `volume: 21` as a number; BibTeX wants text
+            number = isinstance(raw, int) and not isinstance(raw, bool)
+            out[key] = _str(f"{name}.{key}", str(raw) if number else raw)
+    return Venue(**out)
+
+
+def _authors(name: str, value: object) -> list[str]:
+    authors = _str_list(name, value)
+    for i, author in enumerate(authors):
+        if author.lower() in _ET_AL_NAMES:
+            raise _Problem(
+                f"{name}[{i}]",
+                f"'{author}' is not a name: list the known authors and set et_al: true",
+            )
+    if not authors:
+        raise _Problem(name, "must name at least one author")
+    return authors
+
+
 def _list_of(name: str, value: object, item: Callable[[str, object], Any]) -> list:
     if not isinstance(value, list):
         raise _Problem(name, f"must be a list, got {_type_name(value)}")
@@ -371,10 +468,11 @@ def _list_of(name: str, value: object, item: Callable[[str, object], Any]) -> li
 SCHEMA: dict[str, tuple[bool, Callable[[str, object], Any]]] = {
     "id": (True, _slug),
     "title": (True, _str),
-    "authors": (True, _str_list),
+    "authors": (True, _authors),
+    "et_al": (False, lambda n, v: _bool(n, v)),
     "year": (True, lambda n, v: _year(n, v)),
     "date": (False, _date),
-    "venue": (False, _str),
+    "venue": (False, _venue),
     "field": (True, lambda n, v: _choice(n, v, FIELDS)),
     "tags": (False, lambda n, v: [t.lower() for t in _str_list(n, v)]),
     "aliases": (False, _str_list),
@@ -399,6 +497,12 @@ def _year(name: str, value: object) -> int:
     if not YEARS[0] <= year <= YEARS[1]:
         raise _Problem(name, f"{preview(year)} is not a year between {YEARS[0]} and {YEARS[1]}")
     return year
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(name, f"must be true or false, got {_type_name(value)}")
+    return value
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
@@ -434,6 +538,15 @@ def _check_dict(data: object, source: Path | None = None) -> tuple[Paper | None,
     date, year = values.get("date", ""), values.get("year")
     if date and year is not None and int(date[:4]) != year:
         problems.append(_Problem("date", f"year {date[:4]} does not match year {year}"))
+    elif year is not None:
+        for check in (
+            lambda: _check_eprint_date(values.get("arxiv"), date, year),
+            lambda: _check_venue_needs(values),
+        ):
+            try:
+                check()
+            except _Problem as p:
+                problems.append(p)
     if problems:
         return None, problems
     return Paper(source=source, **values), []
@@ -446,6 +559,43 @@ def paper_from_dict(data: object, source: Path | None = None) -> Paper:
         raise problems[0]
     assert paper is not None
     return paper
+
+
+def arxiv_year_month(arxiv_id: str) -> tuple[int, int]:
+    """The submission year and month an arXiv id encodes: 1512.03385 and hep-ex/0406020 (YYMM)."""
+    yymm = arxiv_id.rsplit("/", 1)[-1][:4]
+    yy = int(yymm[:2])
+    return (1900 + yy if yy >= 91 else 2000 + yy), int(yymm[2:])  # arXiv began in 1991
+
+
+def _check_eprint_date(arxiv: str | None, date: str, year: int) -> None:
+    """`year` and `date` are when the work first appeared; for an arXiv paper, its v1.
+
+    An id carries the month arXiv announced it, which is the submission month, or the next one for
+    papers sent after the month's last deadline (CLIP: sent 2021-02-26, id 2103.00020)."""
+    if not arxiv:
+        return
+    a_year, a_month = arxiv_year_month(arxiv)
+    announced = a_year * 12 + a_month - 1
+    if date and len(date) >= 7:
+        submitted = int(date[:4]) * 12 + int(date[5:7]) - 1
+        if announced - submitted not in (0, 1):
+            raise _Problem(
+                "date", f"'{date}' is not when arXiv {arxiv} appeared ({a_year}-{a_month:02d})"
+            )
+    elif year not in (a_year, (announced - 1) // 12):
+        raise _Problem("year", f"{year} is not the year of arXiv {arxiv} ({a_year})")
+
+
+def _check_venue_needs(values: dict[str, Any]) -> None:
+    venue: Venue | None = values.get("venue")
+    if venue is None:
+        return
+    urls = values.get("urls", {})
+    if venue.kind == "arxiv" and not values.get("arxiv"):
+        raise _Problem("venue.kind", "is arxiv but the paper has no arxiv id")
+    if venue.kind == "blog" and not (urls.get("blog") or urls.get("abs")):
+        raise _Problem("urls.blog", "is required for a blog post (BibTeX url)")
 
 
 def _locate(root: yaml.Node | None, field_path: str) -> tuple[int | None, yaml.Node | None]:
@@ -570,7 +720,7 @@ def _is_registry_file(name: str) -> bool:
 
 # Parsing YAML costs ~250 us a file; a marshal cache of validated papers, keyed by each file's
 # (mtime, size), costs ~25 us. Only changed files are parsed again. Bump when the schema changes.
-_CACHE_FORMAT = 6  # 6: reproduce blocks lost scales/data (the recipes own them)
+_CACHE_FORMAT = 7  # 7: venue mappings, et_al; reproduce blocks without scales/data
 
 
 def _cache_file(directory: Path) -> Path:

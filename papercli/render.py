@@ -118,11 +118,26 @@ def _fmt(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def authors_text(paper: Paper) -> str:
+    """'A, B, C' or, for a truncated list, 'A, B, C et al.'."""
+    names = ", ".join(paper.authors)
+    return f"{names} et al." if paper.et_al else names
+
+
+def venue_text(paper: Paper) -> str:
+    """'CVPR 2016' for a published paper; the year alone for one without a venue."""
+    if paper.venue is None:
+        return str(paper.year)
+    if paper.venue.kind == "arxiv":
+        return f"arXiv preprint, {paper.year}"
+    return paper.venue.label
+
+
 def _summary_markdown(paper: Paper, extra: dict[str, str] | None) -> str:
     lines = [
         f"**{paper.title}**",
         "",
-        f"*{', '.join(paper.authors)}* — {paper.venue or paper.year}",
+        f"*{authors_text(paper)}* — {venue_text(paper)}",
         "",
     ]
     lines.append(paper.summary.strip())
@@ -151,9 +166,11 @@ def paper_summary(paper: Paper, extra: dict[str, str] | None = None) -> None:
 def paper_detail(paper: Paper, extra: dict[str, str] | None = None) -> None:
     """Every field of a paper, one per line, followed by the claims."""
     d = paper.to_dict()
+    d["authors"] = authors_text(paper)  # "et al." instead of a bare flag
+    d["venue"] = venue_text(paper) if paper.venue else None
     rows: list[tuple[str, str]] = []
     for key, value in d.items():
-        if key in ("claims", "summary", "key_points") or value in (None, "", [], {}):
+        if key in ("claims", "summary", "key_points", "et_al") or value in (None, "", [], {}):
             continue
         if isinstance(value, list):
             value = ", ".join(map(str, value))

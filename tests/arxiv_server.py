@@ -58,6 +58,9 @@ def atom_feed(ids: list[str]) -> bytes:
     for i, asked in enumerate(ids):
         m = re.match(r"^(.+?)(v\d+)?$", asked)
         arxiv_id, version = m.group(1), m.group(2) or "v2"
+        # as on arXiv, v1 appeared in the month the id encodes (2101.00042: January 2021)
+        ym = re.match(r"^(\d\d)(\d\d)\.", arxiv_id)
+        published = f"20{ym[1]}-{ym[2]}-22" if ym else "2020-10-22"
         entries.append(f"""  <entry>
     <id>http://arxiv.org/abs/{arxiv_id}{version}</id>
     <title>Generated paper {escape(arxiv_id)}:
@@ -71,7 +74,7 @@ that wraps   over lines.
 </summary>
     <category term="cs.CV" scheme="http://arxiv.org/schemas/atom"/>
     <category term="cs.LG" scheme="http://arxiv.org/schemas/atom"/>
-    <published>2020-10-22T17:55:59Z</published>
+    <published>{published}T17:55:59Z</published>
     <arxiv:primary_category term="cs.CV"/>
     <arxiv:comment>Fine comment</arxiv:comment>
     <author>

@@ -34,7 +34,7 @@ VALID_PAPER = textwrap.dedent(
     title: "A Test Paper & Its {{Braces}}"
     authors: [Ada Lovelace, Alan Turing]
     year: 2021
-    date: "2021-03"
+    date: "2021-01"
     field: vision
     tags: [testing]
     aliases: [{alias}]

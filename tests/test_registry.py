@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SEEDS, write_paper
+from conftest import REPO, SEEDS, VALID_PAPER, write_paper
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -357,7 +357,9 @@ def test_broken_files_do_not_lock_out_read_commands(runner, user_registry):
 
 
 def test_validate_checks_the_merged_registry_like_the_loader(runner, user_registry):
-    mine = write_paper(user_registry, "mine", alias="ViT", arxiv="2010.11929")
+    text = VALID_PAPER.format(id="mine", alias="ViT", arxiv="2010.11929")
+    text = text.replace("year: 2021", "year: 2020").replace('date: "2021-01"', 'date: "2020-10"')
+    mine = write_paper(user_registry, "mine", text=text)  # consistent, but clashes with vit
     vit = BUNDLED / "vit.yaml"
     expected = [
         f"{mine}:8: aliases: 'ViT' is already used by {vit}",

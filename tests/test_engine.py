@@ -234,7 +234,7 @@ def test_reproduce_dry_run_json(runner):
     plan = json.loads(result.stdout)
     assert plan["params"] == 481_762 and plan["device"] == "cpu" and plan["config"]["lr"] == 0.02
     assert plan["command"][1:3] == ["-m", "papercli.recipes.unet"]
-    assert "stardist" in plan["data"]
+    assert "BBBC038" in plan["data"]
     paper = json.loads(
         runner.invoke(app, ["reproduce", "unet", "--dry-run", "--json", "--scale", "paper"]).stdout
     )
@@ -249,6 +249,6 @@ def test_reproduce_unknown_or_recipe_less_paper(runner):
 
 def test_recipes_and_doctor(runner):
     listing = runner.invoke(app, ["recipes"])
-    assert listing.exit_code == 0 and "unet" in listing.stdout and "stardist" in listing.stdout
+    assert listing.exit_code == 0 and "unet" in listing.stdout and "BBBC038" in listing.stdout
     doctor = runner.invoke(app, ["doctor"])
     assert "torch" in doctor.stdout and "unet (mini)" in doctor.stdout

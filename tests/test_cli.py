@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, write_paper
+from conftest import REPO, serve_folder, write_paper
 
 from papercli.cli import app
 
@@ -244,3 +245,39 @@ def test_light_commands_never_import_torch_or_numpy(argv, papercli_home):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=False
     )
     assert "HEAVY=\n" in proc.stderr, proc.stderr
+
+
+def test_reproduce_without_fashion_mnist_prints_the_command_that_gets_it(tmp_path, papercli_home):
+    empty = tmp_path / "fmnist"
+    env = {**os.environ, "PAPERCLI_HOME": str(papercli_home), "PAPERCLI_FASHION_MNIST": str(empty)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "papercli", "reproduce", "vit", "--steps", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    line = proc.stderr.splitlines()[-1]
+    assert line.startswith(f"papercli: error: Fashion-MNIST not found in {empty}; "), proc.stderr
+    command = line.split("get it with: ", 1)[1].split("  (", 1)[0]
+    assert shlex.split(command) == [sys.executable, "-m", "papercli.data.fashion_mnist"]
+
+    # The printed command, verbatim, fetches from the mirror into $PAPERCLI_FASHION_MNIST. No
+    # copy of the official archives is reachable offline, so the mirror serves other bytes: the
+    # command must reach it and refuse them by MD5, keeping nothing.
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "train-images-idx3-ubyte.gz").write_bytes(b"not the official archive")
+    with serve_folder(mirror) as url:
+        got = subprocess.run(
+            shlex.split(command),
+            capture_output=True,
+            text=True,
+            env={**env, "PAPERCLI_FASHION_MNIST_URL": url},
+            check=False,
+        )
+    assert got.returncode == 1 and got.stderr.startswith(
+        f"papercli: error: {url}train-images-idx3-ubyte.gz: checksum mismatch"
+    ), got.stderr
+    assert list(empty.iterdir()) == []

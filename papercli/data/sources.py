@@ -26,15 +26,13 @@ def nuclei() -> Status:
 
 
 def fashion_mnist() -> Status:
-    import os
+    from papercli.data import fashion_mnist as loader  # the one place that knows where it lives
+    from papercli.errors import PapercliError
 
-    root = Path(os.environ.get("PAPERCLI_FASHION_MNIST", FASHION_MNIST_DIR))
-    if any(root.glob("train-images-idx3-ubyte*")):
-        return Status(True, str(root))
-    return Status(
-        False,
-        f"missing: apt-get install dataset-fashion-mnist (or set PAPERCLI_FASHION_MNIST); looked in {root}",
-    )
+    try:
+        return Status(True, str(loader.locate()))
+    except PapercliError as exc:
+        return Status(False, f"missing: {exc}")
 
 
 def digits() -> Status:

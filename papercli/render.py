@@ -11,9 +11,10 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from papercli.registry import Paper
+if TYPE_CHECKING:  # annotations only: `papercli --help` need not load the registry module
+    from papercli.registry import Paper
 
 
 def fancy() -> bool:

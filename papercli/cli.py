@@ -17,8 +17,10 @@ import typer
 
 from papercli import __version__, render
 from papercli.errors import PapercliError, UsageError
+from papercli.lazy_app import LazyTyper
 
-app = typer.Typer(
+# Commands are converted to click only when used (see lazy_app): start-up stays near the floor.
+app = LazyTyper(
     name="papercli",
     help="Track machine-learning papers and reproduce their central claims.",
     no_args_is_help=True,

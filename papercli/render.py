@@ -6,14 +6,14 @@ commands (scripts, `| grep`) fast and free of colour codes and box characters.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from papercli.registry import Paper
+if TYPE_CHECKING:  # annotations only: `papercli --help` need not load the registry module
+    from papercli.registry import Paper
 
 
 def fancy() -> bool:
@@ -28,8 +28,14 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
+def _dumps(data: Any, **options: Any) -> str:
+    import json  # imported on use: plain listings start without it
+
+    return json.dumps(data, **options)
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(_dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def error(message: str) -> None:
@@ -177,7 +183,7 @@ def paper_detail(paper: Paper, extra: dict[str, str] | None = None) -> None:
         elif isinstance(value, dict):
             value = "\n".join(
                 f"{k}: {v}" for k, v in value.items() if not isinstance(v, list | dict)
-            ) or json.dumps(value)
+            ) or _dumps(value)
         rows.append((key, str(value)))
     for label, value in (extra or {}).items():
         rows.append((label, value))

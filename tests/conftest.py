@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -106,3 +110,23 @@ def run_script(
     if check:
         assert proc.returncode in (0, 1), proc.stderr
     return proc
+
+
+@contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving `folder`'s files; yields its base URL."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(folder), **k)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()

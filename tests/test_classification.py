@@ -6,12 +6,11 @@ from __future__ import annotations
 import gzip
 import json
 import tarfile
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import serve_folder
 
 from papercli.cli import app
 from papercli.data import cifar10, fashion_mnist
@@ -68,17 +67,8 @@ def test_download_is_verified_against_a_local_server(tmp_path):
     served.mkdir()
     (served / "file.bin").write_bytes(b"papercli" * 1000)
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):
-            super().__init__(*a, directory=str(served), **k)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/file.bin"
+    with serve_folder(served) as base:
+        url = base + "file.bin"
         good = md5sum(served / "file.bin")
         dest = download_verified(url, tmp_path / "out" / "file.bin", good)
         assert dest.read_bytes() == (served / "file.bin").read_bytes()
@@ -90,8 +80,6 @@ def test_download_is_verified_against_a_local_server(tmp_path):
         )
         with pytest.raises(PapercliError, match="HTTP 404"):
             download_verified(url + ".missing", tmp_path / "out3" / "x", good)
-    finally:
-        server.shutdown()
 
 
 def test_image_folder_loader(tmp_path):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, write_paper
+from conftest import REPO, serve_folder, write_paper
 
 from papercli.cli import app
 
@@ -247,3 +248,98 @@ def test_light_commands_never_import_torch_or_numpy(argv, papercli_home):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=False
     )
     assert "HEAVY=\n" in proc.stderr, proc.stderr
+
+
+def test_reproduce_without_fashion_mnist_prints_the_command_that_gets_it(tmp_path, papercli_home):
+    empty = tmp_path / "fmnist"
+    env = {**os.environ, "PAPERCLI_HOME": str(papercli_home), "PAPERCLI_FASHION_MNIST": str(empty)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "papercli", "reproduce", "vit", "--steps", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    line = proc.stderr.splitlines()[-1]
+    assert line.startswith(f"papercli: error: Fashion-MNIST not found in {empty}; "), proc.stderr
+    command = line.split("get it with: ", 1)[1].split("  (", 1)[0]
+    assert shlex.split(command) == [sys.executable, "-m", "papercli.data.fashion_mnist"]
+
+    # The printed command, verbatim, fetches from the mirror into $PAPERCLI_FASHION_MNIST. No
+    # copy of the official archives is reachable offline, so the mirror serves other bytes: the
+    # command must reach it and refuse them by MD5, keeping nothing.
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "train-images-idx3-ubyte.gz").write_bytes(b"not the official archive")
+    with serve_folder(mirror) as url:
+        got = subprocess.run(
+            shlex.split(command),
+            capture_output=True,
+            text=True,
+            env={**env, "PAPERCLI_FASHION_MNIST_URL": url},
+            check=False,
+        )
+    assert got.returncode == 1 and got.stderr.startswith(
+        f"papercli: error: {url}train-images-idx3-ubyte.gz: checksum mismatch"
+    ), got.stderr
+    assert list(empty.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- lazy command group
+def _group():
+    import typer.main
+
+    return typer.main.get_command(app)  # what `papercli` and Typer's test runner build
+
+
+def test_running_a_command_converts_only_that_command(capsys):
+    group = _group()
+    assert group.commands.converted() == []
+    assert list(group.commands)[:4] == ["list", "summary", "show", "search"]
+    group.main(["show", "vit", "--json"], prog_name="papercli", standalone_mode=False)
+    assert json.loads(capsys.readouterr().out)["id"] == "vit"
+    assert group.commands.converted() == ["show"]
+
+
+def test_help_lists_every_command_as_the_full_conversion_would():
+    group = _group()
+    ctx = group.context_class(group, info_name="papercli")
+    lazy = group.get_help(ctx)
+    assert group.commands.converted() == []
+    for name in list(group.commands):
+        assert group.commands[name].name == name  # convert every command, as Typer does
+    assert group.commands.converted() == list(group.commands)
+    assert lazy == group.get_help(ctx)
+    for name in ("list", "reproduce", "doctor"):
+        assert re.search(rf"^  {name} +\S", lazy, re.M), lazy
+
+
+def test_unknown_command_is_a_usage_error_with_a_suggestion(runner):
+    result = runner.invoke(app, ["lst"])
+    assert result.exit_code == 2
+    assert "No such command 'lst'. Did you mean 'list'?" in result.output
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("papercli r", ['"reproduce":"Train a paper', '"recipes":', '"runs":']),
+        ("papercli list --f", ['"--field":"Only this field."']),
+        ("papercli reproduce unet --sc", ['"--scale":']),
+    ],
+)
+def test_shell_completion_sees_every_command_and_option(words, expected, papercli_home):
+    env = {
+        **os.environ,
+        "PAPERCLI_HOME": str(papercli_home),
+        "_PAPERCLI_COMPLETE": "complete_zsh",
+        "_TYPER_COMPLETE_ARGS": words,
+    }
+    code = "import sys; sys.argv = ['papercli']; from papercli.cli import main; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    for item in expected:
+        assert item in proc.stdout, proc.stdout

@@ -13,9 +13,28 @@ def _readme_commands() -> list[str]:
 
 
 def test_readme_starts_with_two_commands():
-    commands = _readme_commands()
-    assert commands[0].startswith("pip install -e .") and "papercli list" in commands[0]
-    assert "pytest" in commands[1]
+    install_and_reproduce, run_tests = _readme_commands()[:2]
+    assert install_and_reproduce.startswith("pip install -e '.[train]'")
+    assert install_and_reproduce.endswith("&& papercli reproduce unet")
+    assert run_tests.startswith("pip install -e '.[test]'") and "pytest" in run_tests
+    for command in (install_and_reproduce, run_tests):
+        assert "--no-deps" not in command and "stardist" not in command
+
+
+def test_readme_torch_pin_satisfies_the_projects_floor():
+    """The version README pins is one the `train` extra accepts (else pip cannot resolve it)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]["train"]
+    torch = next(Requirement(r) for r in extra if Requirement(r).name == "torch")
+    assert not any(s.operator in ("==", "===") for s in torch.specifier)  # a floor, not a pin
+    for command in _readme_commands()[:2]:
+        pinned = re.search(r"'torch==([0-9.]+)'", command).group(1)
+        assert torch.specifier.contains(pinned), (pinned, str(torch.specifier))
 
 
 def test_ci_runs_the_readme_test_command():

@@ -231,7 +231,7 @@ def test_reproduce_dry_run_json(runner):
     plan = json.loads(result.stdout)
     assert plan["params"] == 481_762 and plan["device"] == "cpu" and plan["config"]["lr"] == 0.02
     assert plan["command"][1:3] == ["-m", "papercli.recipes.unet"]
-    assert plan["data"].startswith("nuclei:")
+    assert plan["data"].startswith("nuclei:") and "BBBC038" in plan["data"]
     paper = json.loads(
         runner.invoke(app, ["reproduce", "unet", "--dry-run", "--json", "--scale", "paper"]).stdout
     )

@@ -3,6 +3,7 @@ real training run on the nuclei image through the CLI."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from conftest import RESULT_KEYS
 
 from papercli.cli import app
-from papercli.data import isbi2012
+from papercli.data import isbi2012, nuclei, sources
 from papercli.errors import PapercliError
 from papercli.metrics.segmentation import foreground_iou, object_f1, rand_error
 from papercli.models.unet import UNet, UNetConfig, unet
@@ -81,6 +82,30 @@ def test_isbi_loader_reads_tif_stacks(tmp_path):
     with pytest.raises(PapercliError, match=r"lacks train-labels\.tif"):
         (tmp_path / "train-labels.tif").unlink()
         isbi2012.load(tmp_path)
+
+
+def test_shipped_nuclei_are_the_stardist_arrays_bit_for_bit():
+    # The SHA-256 of img2d.tif / mask2d.tif pixel data in the stardist 0.9.2 wheel (NOTICE.md).
+    with np.load(sources.NUCLEI_FILE, allow_pickle=False) as arrays:
+        assert sorted(arrays.files) == ["image", "labels"]
+        image, labels = arrays["image"], arrays["labels"]
+    assert image.shape == labels.shape == (512, 512)
+    assert image.dtype == labels.dtype == np.uint16
+    assert hashlib.sha256(image.tobytes()).hexdigest() == (
+        "8952cab7611450bd761f81e14b95bdd197d5b17487ed98f6814fd35720e65963"
+    )
+    assert hashlib.sha256(labels.tobytes()).hexdigest() == (
+        "13ef0db2a960a93cf97cc419d9e02aa90038feb4b143fe6e0623bcfcc10ad5f4"
+    )
+    assert len(np.unique(labels)) == 126  # background + 125 nuclei
+    assert (sources.NUCLEI_FILE.parent / "NOTICE.md").is_file()
+
+
+def test_nuclei_loader_normalises_the_shipped_image():
+    image, labels = nuclei.load()
+    assert image.dtype == np.float32 and labels.dtype == np.int32
+    assert image.min() == 0.0 and image.max() == 1.0 and 0.0 < image.mean() < 0.5
+    assert labels.max() == 183 and (labels > 0).mean() > 0.1
 
 
 def test_short_real_unet_run_through_the_cli(runner, papercli_home):

@@ -1,14 +1,17 @@
 """Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017): 60,000 + 10,000 real 28x28 grayscale photos of
 clothing in 10 classes, the mini-scale data of the ResNet and ViT recipes.
 
-Where it is looked for, in order: $PAPERCLI_FASHION_MNIST, Debian's `dataset-fashion-mnist`
-(/usr/share/datasets/fashion-mnist), papercli's data cache. With `download=True` the official files
-are fetched into the cache (URL from $PAPERCLI_FASHION_MNIST_URL) and checked against their MD5."""
+Where it is looked for: --data PATH, then $PAPERCLI_FASHION_MNIST when set, else Debian's
+`dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist) and papercli's data cache. With
+`download=True` (`python -m papercli.data.fashion_mnist`) the official files are fetched into
+$PAPERCLI_FASHION_MNIST or the cache (URL from $PAPERCLI_FASHION_MNIST_URL), checked by MD5."""
 
 from __future__ import annotations
 
 import gzip
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,25 +63,33 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def get_command() -> str:
+    """The exact command that puts the official files where `locate` looks (needs internet)."""
+    return f"{shlex.quote(sys.executable)} -m papercli.data.fashion_mnist"
+
+
+def _folders() -> list[Path]:
+    # $PAPERCLI_FASHION_MNIST, when set, is the one place (downloads go there too); otherwise
+    # Debian's package folder, then papercli's data cache.
+    env = os.environ.get("PAPERCLI_FASHION_MNIST")
+    return [Path(env)] if env else [sources.FASHION_MNIST_DIR, data_cache() / "fashion-mnist"]
+
+
 def locate(data_path: Path | None = None, download: bool = False) -> Path:
-    candidates = [
-        data_path,
-        os.environ.get("PAPERCLI_FASHION_MNIST"),
-        sources.FASHION_MNIST_DIR,
-        data_cache() / "fashion-mnist",
-    ]
+    candidates = [data_path, *_folders()] if data_path else _folders()
     for c in candidates:
-        if c and all(_find(Path(c), n[: -len(".gz")]) for n in FILES):
+        if all(_find(Path(c), n[: -len(".gz")]) for n in FILES):
             return Path(c)
     if download:
         base = os.environ.get("PAPERCLI_FASHION_MNIST_URL", DEFAULT_URL).rstrip("/") + "/"
-        target = data_cache() / "fashion-mnist"
+        target = _folders()[-1]
         for name, md5 in FILES.items():
             download_verified(base + name, target / name, md5)
         return target
     raise PapercliError(
-        "Fashion-MNIST not found: apt-get install dataset-fashion-mnist, set "
-        "PAPERCLI_FASHION_MNIST to a folder with the IDX files, or pass --data PATH"
+        f"Fashion-MNIST not found in {', '.join(map(str, candidates))}; get it with: "
+        f"{get_command()}  (downloads the official files, MD5-checked; on Debian/Ubuntu "
+        "`sudo apt-get install dataset-fashion-mnist` also works)"
     )
 
 
@@ -96,3 +107,10 @@ def load(data_path: Path | None = None, download: bool = False) -> dict[str, np.
             f"unexpected Fashion-MNIST shapes in {folder}: {out['train_x'].shape}, {out['test_x'].shape}"
         )
     return out
+
+
+if __name__ == "__main__":  # the command `get_command()` names
+    try:
+        sys.stdout.write(f"Fashion-MNIST is in {locate(download=True)}\n")
+    except PapercliError as exc:
+        sys.exit(f"papercli: error: {exc}")

@@ -44,13 +44,13 @@ DATASETS: dict[str, DatasetSpec] = {
     for spec in (
         DatasetSpec(
             name="nuclei",
-            description="fluorescence nuclei, 512x512 with 125 labelled instances (DSB 2018)",
+            description="DSB 2018 fluorescence nuclei (BBBC038, CC0), 512x512, 125 instances",
             kind="segmentation",
             shape=(1, 512, 512),
             loader="papercli.data.nuclei:load",
             num_classes=2,
             offline=True,
-            how_to_get="pip install --no-deps stardist (ships the image; never imported)",
+            how_to_get="shipped inside papercli (papercli/data/files/nuclei2d.npz): reinstall",
         ),
         DatasetSpec(
             name="isbi2012",
@@ -74,7 +74,7 @@ DATASETS: dict[str, DatasetSpec] = {
             train_size=60_000,
             test_size=10_000,
             offline=True,
-            how_to_get="apt-get install dataset-fashion-mnist (or set PAPERCLI_FASHION_MNIST)",
+            how_to_get="apt-get install dataset-fashion-mnist, or python -m papercli.data.fashion_mnist",
         ),
         DatasetSpec(
             name="digits",

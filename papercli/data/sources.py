@@ -4,12 +4,12 @@ One function per data set, named after it (`papercli.data.registry` finds them b
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+NUCLEI_FILE = Path(__file__).parent / "files" / "nuclei2d.npz"
 
 
 @dataclass(frozen=True)
@@ -18,38 +18,21 @@ class Status:
     detail: str
 
 
-def _wheel_file(dist: str, suffix: str) -> Path | None:
-    try:
-        files = importlib.metadata.files(dist) or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for f in files:
-        if str(f).endswith(suffix):
-            path = Path(str(f.locate()))
-            return path if path.is_file() else None
-    return None
-
-
 def nuclei() -> Status:
-    image = _wheel_file("stardist", "stardist/data/images/img2d.tif")
-    if image is None:
-        return Status(
-            False,
-            "missing: pip install --no-deps stardist (ships the image; stardist is never imported)",
-        )
-    return Status(True, str(image.parent))
+    # Shipped inside the package (see papercli/data/files/NOTICE.md): present unless removed.
+    if not NUCLEI_FILE.is_file():
+        return Status(False, f"missing: {NUCLEI_FILE} (reinstall papercli)")
+    return Status(True, str(NUCLEI_FILE))
 
 
 def fashion_mnist() -> Status:
-    import os
+    from papercli.data import fashion_mnist as loader  # the one place that knows where it lives
+    from papercli.errors import PapercliError
 
-    root = Path(os.environ.get("PAPERCLI_FASHION_MNIST", FASHION_MNIST_DIR))
-    if any(root.glob("train-images-idx3-ubyte*")):
-        return Status(True, str(root))
-    return Status(
-        False,
-        f"missing: apt-get install dataset-fashion-mnist (or set PAPERCLI_FASHION_MNIST); looked in {root}",
-    )
+    try:
+        return Status(True, str(loader.locate()))
+    except PapercliError as exc:
+        return Status(False, f"missing: {exc}")
 
 
 def digits() -> Status:

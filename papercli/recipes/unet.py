@@ -4,7 +4,7 @@ Claim checked at mini scale: trained from very few annotated images with heavy e
 and the border-weighted loss, U-Net segments cells it has never seen — foreground IoU >= 0.80 on a
 held-out part of a real fluorescence image — in a few minutes on a laptop CPU.
 
-    papercli reproduce unet                       # mini: nuclei image from the stardist wheel
+    papercli reproduce unet                       # mini: nuclei image shipped in papercli/data/files
     papercli reproduce unet --gpu --scale paper --data ~/data/isbi2012
 
 The parts of the paper, in the order they appear below:

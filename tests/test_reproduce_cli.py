@@ -25,7 +25,7 @@ id: {id}
 title: "Tiny digits {id}"
 authors: [Ada Lovelace]
 year: 2021
-date: "2021-03"
+date: "2021-01"
 field: vision
 aliases: [{alias}]
 arxiv: "{arxiv}"

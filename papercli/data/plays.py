@@ -69,7 +69,8 @@ def to_plain(markdown: str) -> str:
             line = line.lstrip("#").strip() if line.startswith("#") else line
         lines.append(line)
     text = "\n".join(lines)
-    text = re.sub(r"^_([^_]+?)_$", lambda m: f"[{m.group(1).strip()}]", text, flags=re.M)  # multi-line
+    # stage directions that span lines: _Exeunt, bearing …\n… shot off_
+    text = re.sub(r"^_([^_]+?)_$", lambda m: f"[{m.group(1).strip()}]", text, flags=re.M)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 

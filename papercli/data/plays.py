@@ -131,13 +131,22 @@ def bpe_tokenizer(vocab_size: int = 4096):
     """A byte-level BPE (GPT-2's scheme) trained on the training plays with Hugging Face
     `tokenizers`, cached as JSON under PAPERCLI_HOME keyed by the corpus and the vocabulary size,
     so every run of every recipe tokenizes the same way."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer
 
     train, _ = split()
     digest = hashlib.sha256(ARCHIVE.read_bytes()).hexdigest()[:12]
     cache = paths.cache_dir() / "tokenizers" / f"plays-bpe{vocab_size}-{digest}.json"
     if cache.is_file():
         return Tokenizer.from_file(str(cache))
+    tok = train_bpe([p.text for p in train], vocab_size)
+    paths.atomic_write_text(cache, tok.to_str())
+    return tok
+
+
+def train_bpe(texts: list[str], vocab_size: int):
+    """Byte-level BPE over `texts` (GPT-2, Sec. 2.2): any byte sequence stays encodable."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -147,6 +156,5 @@ def bpe_tokenizer(vocab_size: int = 4096):
         special_tokens=["<|endoftext|>"],
         show_progress=False,
     )
-    tok.train_from_iterator((p.text for p in train), trainer=trainer)
-    paths.atomic_write_text(cache, tok.to_str())
+    tok.train_from_iterator(texts, trainer=trainer)
     return tok

@@ -213,9 +213,10 @@ def create_paper(
     assert paper is not None
     if not data.get("citekey"):
         fmt = config.get("citekey_format")
-        data["citekey"] = new_key(
-            paper, fmt, taken if taken is not None else taken_keys(registry, fmt)
-        )
+        keys = taken if taken is not None else taken_keys(registry, fmt)
+        data["citekey"] = new_key(paper, fmt, keys)
+    if taken is not None:
+        taken.add(data["citekey"])  # the caller adds more papers: keep their keys unique
     paths.atomic_write_text(target, render(data))
     return target
 

@@ -48,6 +48,8 @@ class Report:
 
 def _latex(text: str) -> str:
     """'Schr{\\"o}dinger {GAN}s' -> 'Schrödinger GANs'."""
+    import latexcodec  # noqa: F401 - registers the "ulatex" codec (a dependency of pybtex)
+
     try:
         text = codecs.decode(text, "ulatex")
     except ValueError:

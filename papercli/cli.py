@@ -481,7 +481,9 @@ def _bundled_file(paper_id: str) -> Path | None:
 def export_papers(
     paper_ids: PaperIds = None,
     all_papers: Annotated[bool, typer.Option("--all", help="Export every paper.")] = False,
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-F", help="Output format.")] = None,  # type: ignore[assignment]
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-F", help="Output format.")
+    ] = ExportFormat.bibtex,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (atomically).")
     ] = None,

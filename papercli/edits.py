@@ -8,7 +8,6 @@ A bundled paper is first copied into the user registry as an override, and the c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
@@ -48,7 +47,8 @@ def write_checked(target: Path, text: str) -> Paper:
 def set_field(text: str, key: str, value: object) -> str:
     """`text` with top-level `key` set to `value` (a flow-style YAML scalar or list); the rest
     of the file, comments included, is left as it was. A missing key is appended."""
-    dumped = json.dumps(value, ensure_ascii=False)  # JSON is YAML: a flow value in one line
+    dumped = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 20)
+    dumped = dumped.removesuffix("\n").removesuffix("\n...")  # a scalar ends its document
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if isinstance(root, yaml.MappingNode):
         for key_node, value_node in root.value:

@@ -106,7 +106,9 @@ def csl_item(paper: Paper, key: str) -> dict:
 
 
 def _json_item(paper: Paper, key: str) -> dict:
-    return {"citekey": key, **paper.to_dict()}
+    data = paper.to_dict()
+    data.pop("citekey")  # the stored one, maybe empty: the key used is the one that counts
+    return {"citekey": key, **data}
 
 
 def _joined(make: Callable[[Paper, str], str]) -> Callable[[list[Paper], list[str]], str]:

@@ -169,7 +169,7 @@ def _month(paper: Paper) -> str | None:
     return MONTHS[int(paper.date[5:7]) - 1]
 
 
-def _url(paper: Paper) -> str | None:
+def entry_url(paper: Paper) -> str | None:
     return (
         paper.abs_url
         or paper.urls.get("blog")
@@ -180,12 +180,8 @@ def _url(paper: Paper) -> str | None:
 
 def entry(paper: Paper, key: str | None = None) -> str:
     kind = entry_type(paper)
-    authors = " and ".join(escape(a) for a in paper.authors)
-    if paper.et_al:
-        authors += " and others"  # BibTeX's own word for a truncated list: styles print et al.
     fields: list[tuple[str, str]] = [
-        ("title", "{{" + escape(paper.title) + "}}"),  # double braces keep the capitals
-        ("author", "{" + authors + "}"),
+        *title_author(paper),
         *_venue_fields(paper, kind),
         ("year", "{" + str(citation_year(paper)) + "}"),
     ]
@@ -198,13 +194,26 @@ def entry(paper: Paper, key: str | None = None) -> str:
         fields += [("eprint", "{" + paper.arxiv + "}"), ("archivePrefix", "{arXiv}")]
         if paper.arxiv_category:
             fields.append(("primaryClass", "{" + paper.arxiv_category + "}"))
-    url = _url(paper)
+    url = entry_url(paper)
     if url:
         fields.append(("url", "{" + url + "}"))  # verbatim: \url and biblatex read URLs raw
     if paper.venue and paper.venue.accessed:
         fields.append(("urldate", "{" + paper.venue.accessed + "}"))
+    return render_entry(kind, key or cite_key(paper), fields)
+
+
+def title_author(paper: Paper) -> list[tuple[str, str]]:
+    """The title and author fields, as BibTeX and BibLaTeX both write them."""
+    authors = " and ".join(escape(a) for a in paper.authors)
+    if paper.et_al:
+        authors += " and others"  # BibTeX's own word for a truncated list: styles print et al.
+    # double braces keep the title's capitals
+    return [("title", "{{" + escape(paper.title) + "}}"), ("author", "{" + authors + "}")]
+
+
+def render_entry(kind: str, key: str, fields: list[tuple[str, str]]) -> str:
     body = ",\n".join(f"  {name} = {value}" for name, value in fields)
-    return f"@{kind}{{{key or cite_key(paper)},\n{body}\n}}\n"
+    return f"@{kind}{{{key},\n{body}\n}}\n"
 
 
 def key_suffix(n: int) -> str:

@@ -106,6 +106,15 @@ PaperIds = Annotated[
 ]
 
 
+def _selected(reg, paper_ids: list[str] | None, all_papers: bool) -> list:
+    """The papers named on the command line, or with --all every paper in id order."""
+    if all_papers == bool(paper_ids):
+        raise UsageError("give paper ids or --all (not both)")
+    if all_papers:
+        return sorted(reg.papers, key=lambda p: p.id)
+    return [reg.get(i) for i in paper_ids or []]
+
+
 def _key_format() -> str:
     """The configured citation-key format, checked (a bad one is a one-line error)."""
     from papercli import config
@@ -241,10 +250,7 @@ def bib(
     from papercli.bibtex import bibliography
 
     reg = _registry()
-    if all_papers == bool(paper_ids):
-        raise UsageError("give paper ids or --all (not both)")
-    papers = reg.papers if all_papers else [reg.get(i) for i in paper_ids or []]
-    papers = sorted(papers, key=lambda p: p.id) if all_papers else papers
+    papers = _selected(reg, paper_ids, all_papers)
     sys.stdout.write(bibliography(papers, _key_format()))
 
 
@@ -299,13 +305,7 @@ def fetch(
     from papercli.library import fetch_papers
 
     reg = _registry()
-    if all_papers == bool(paper_ids):
-        raise UsageError("give paper ids or --all (not both)")
-    papers = (
-        sorted(reg.papers, key=lambda p: p.id)
-        if all_papers
-        else [reg.get(i) for i in paper_ids or []]
-    )
+    papers = _selected(reg, paper_ids, all_papers)
     client = Client()
     with render.download_progress() as progress:
         results = fetch_papers(papers, client, pdf=pdf, force=force, progress=progress)
@@ -493,13 +493,7 @@ def export_papers(
     from papercli.paths import atomic_write_text
 
     reg = _registry()
-    if all_papers == bool(paper_ids):
-        raise UsageError("give paper ids or --all (not both)")
-    papers = (
-        sorted(reg.papers, key=lambda p: p.id)
-        if all_papers
-        else [reg.get(i) for i in paper_ids or []]
-    )
+    papers = _selected(reg, paper_ids, all_papers)
     text = export(papers, fmt.value, _key_format())
     if output is None:
         sys.stdout.write(text)

@@ -10,7 +10,15 @@ import json
 from collections.abc import Callable
 
 from papercli import bibtex
-from papercli.bibtex import citation_year, entry, escape, unique_keys
+from papercli.bibtex import (
+    citation_year,
+    entry,
+    entry_url,
+    escape,
+    render_entry,
+    title_author,
+    unique_keys,
+)
 from papercli.registry import Paper
 
 # venue kind -> (BibLaTeX type, the field that names the venue)
@@ -44,10 +52,7 @@ def split_name(name: str) -> dict[str, str]:
 def _biblatex_entry(paper: Paper, key: str) -> str:
     venue = paper.venue if paper.venue and paper.venue.kind != "arxiv" else None
     kind, venue_field = _BIBLATEX.get(venue.kind, ("online", "")) if venue else ("online", "")
-    authors = " and ".join(escape(a) for a in paper.authors) + (
-        " and others" if paper.et_al else ""
-    )
-    fields = [("title", "{{" + escape(paper.title) + "}}"), ("author", "{" + authors + "}")]
+    fields = title_author(paper)
     if venue:
         name = venue.name + (
             f" ({venue.short})" if venue.short and venue.short not in venue.name else ""
@@ -65,13 +70,12 @@ def _biblatex_entry(paper: Paper, key: str) -> str:
         fields += [("eprint", "{" + paper.arxiv + "}"), ("eprinttype", "{arxiv}")]
         if paper.arxiv_category:
             fields.append(("eprintclass", "{" + paper.arxiv_category + "}"))
-    url = paper.abs_url or paper.urls.get("blog") or paper.urls.get("code")
+    url = entry_url(paper)
     if url:
         fields.append(("url", "{" + url + "}"))
     if venue and venue.accessed:
         fields.append(("urldate", "{" + venue.accessed + "}"))
-    body = ",\n".join(f"  {name} = {value}" for name, value in fields)
-    return f"@{kind}{{{key},\n{body}\n}}\n"
+    return render_entry(kind, key, fields)
 
 
 def csl_item(paper: Paper, key: str) -> dict:

@@ -391,7 +391,11 @@ def test_import_gives_a_user_paper_its_missing_doi(runner, user_registry, tmp_pa
         {"key": "k1", "into": "mine", "why": "added doi, citekey"}
     ]
     mine = Registry.load().get("mine")
-    assert (mine.doi, mine.citekey, mine.title) == ("10.1000/abc", "k1", "A Test Paper & Its {Braces}")
+    assert (mine.doi, mine.citekey, mine.title) == (
+        "10.1000/abc",
+        "k1",
+        "A Test Paper & Its {Braces}",
+    )
     assert check_file(path)[1] == []
 
 

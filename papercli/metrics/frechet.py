@@ -62,7 +62,7 @@ def frechet_distance(
 class FeatureNet(nn.Module):
     """Two strided convolutions and a 64-unit feature layer; a linear head classifies."""
 
-    def __init__(self, channels: int, size: int, classes: int, width: int = 32, dim: int = 64):
+    def __init__(self, channels: int, size: int, classes: int, width: int = 16, dim: int = 64):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(channels, width, 3, stride=2, padding=1),
@@ -113,7 +113,7 @@ def _train(images: torch.Tensor, labels: torch.Tensor, classes: int, steps: int)
 
 
 def feature_net(
-    dataset: str, images: np.ndarray, labels: np.ndarray, classes: int, steps: int = 1500
+    dataset: str, images: np.ndarray, labels: np.ndarray, classes: int, steps: int = 800
 ) -> FeatureNet:
     """The data set's feature classifier: loaded from the cache when its data checksum matches,
     else trained once (seconds to a minute on a CPU) and cached atomically.

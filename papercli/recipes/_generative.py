@@ -21,7 +21,7 @@ from papercli.reproduce.engine import Recipe, TrainConfig
 class GenerativeConfig(TrainConfig):
     dataset: Literal["fashion-mnist", "digits"] = "fashion-mnist"
     fd_samples: int = bounded(2000, ge=100)  # generated (and real test) images per Fréchet score
-    fd_classifier_steps: int = bounded(1500, ge=1)  # training of the cached feature classifier
+    fd_classifier_steps: int = bounded(800, ge=1)  # training of the cached feature classifier
 
 
 class ImageGenerativeRecipe(Recipe):

@@ -57,6 +57,9 @@ def test_paper_sizes_on_the_meta_device(runner):
 
     assert plan["params"] == 2 * mlp_vae(784, 500, 20) + mlp_vae(784, 500, 2)
     assert plan["config"]["batch_size"] == 100 and plan["config"]["steps"] == 1_000_000
+    bad = runner.invoke(app, ["reproduce", "vae", "--dry-run", "--set", "arms=aevb,vqvae"])
+    assert bad.exit_code == 2 and "unknown arm(s) vqvae" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_tiny_real_run_through_the_cli(runner, tmp_path):

@@ -31,6 +31,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ class GANConfig(GenerativeConfig):
     d_units: int = bounded(240, ge=1)
     d_pieces: int = bounded(5, ge=1)  # maxout pieces per unit
     d_dropout: float = fraction(0.5)
-    optimizer: str = "sgd"  # sgd (the paper: momentum SGD) | adam
+    optimizer: Literal["sgd", "adam"] = "sgd"  # the paper: momentum SGD
     lr: float = bounded(0.1, gt=0.0)
     momentum: float = fraction(0.5)  # SGD momentum, or Adam's β₁
     parzen_samples: int = bounded(10_000, ge=10)  # generated samples in the Parzen window

@@ -121,18 +121,16 @@ class VAERecipe(ImageGenerativeRecipe):
     cfg: VAEConfig
 
     def setup_data(self) -> None:
-        unknown = set(self.cfg.arms) - set(ARMS)
-        if unknown:
-            from papercli.errors import UsageError
-
-            raise UsageError(
-                f"unknown arm(s) {', '.join(sorted(unknown))} (known: {', '.join(ARMS)})"
-            )
         super().setup_data()
         self.train_bin = (self.train_x > self.cfg.binarize).float()
         self.test_bin = (self.test_x[: self.cfg.eval_samples] > self.cfg.binarize).float()
 
     def build_model(self) -> nn.Module:
+        unknown = set(self.cfg.arms) - set(ARMS)
+        if unknown:  # the engine reports a ValueError here as a one-line usage error
+            raise ValueError(
+                f"unknown arm(s) {', '.join(sorted(unknown))} (known: {', '.join(ARMS)})"
+            )
         pixels = math.prod(self.spec.shape)
         return nn.ModuleDict(
             {

@@ -22,8 +22,9 @@ with its own encoder, exactly like AEVB's.
 
     paper  MNIST (binarised), 500 hidden units, latent 3-200, Adagrad, 10⁸ training images
            (here: Fashion-MNIST binarised, since the data-set registry has no MNIST; latent 20)
-    mini   Fashion-MNIST binarised at 0.5, 200 hidden units, latent 10, 1,200 minibatches of
-           100 (2 epochs): AEVB and wake-sleep side by side, plus a 2-D AEVB model for Fig. 4
+    mini   Fashion-MNIST binarised at 0.5, the paper's networks (500 hidden, latent 20), 1,800
+           minibatches of 100 (3 epochs): AEVB and wake-sleep side by side, plus a 2-D AEVB
+           model for Fig. 4
 
 Metrics: <arm>_test_elbo (nats per image, held-out lower bound, L = 1, fixed noise),
 elbo_gain = aevb − wake_sleep, fd_<data>_classifier of AEVB's samples (decoder means).
@@ -58,7 +59,7 @@ class VAEConfig(GenerativeConfig):
 
 
 PAPER = VAEConfig(steps=1_000_000, batch_size=100, eval_every=10_000, log_every=1000)
-MINI = VAEConfig(hidden=200, latent=10, steps=1200, batch_size=100, eval_every=300, log_every=50)
+MINI = VAEConfig(steps=1800, batch_size=100, eval_every=600, log_every=50)  # the paper's nets
 
 
 class GaussianMLPVAE(nn.Module):

@@ -56,14 +56,13 @@ def interleaved_medians(
 
 
 def generate_registry(directory: Path, count: int) -> None:
-    """Copies of a real registry file under new ids (each a valid, distinct paper)."""
+    """Copies of a real registry file under new ids (each a valid, distinct paper; up to 49,999)."""
     template = (REPO / "registry" / "papers" / "vit.yaml").read_text(encoding="utf-8")
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         text = template.replace("id: vit\n", f"id: gen-{i:05d}\n", 1)
-        text = text.replace(
-            'arxiv: "2010.11929"', f'arxiv: "2{1 + i // 100_000:03d}.{i % 100_000:05d}"', 1
-        )
+        # arXiv ids of October 2020 (the template's date), clear of ViT's own 2010.11929
+        text = text.replace('arxiv: "2010.11929"', f'arxiv: "2010.{50_000 + i:05d}"', 1)
         text = text.replace(
             "aliases: [ViT, 16x16, vision-transformer, image-is-worth-16x16-words]",
             f"aliases: [gen{i}]",

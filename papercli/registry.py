@@ -10,6 +10,7 @@ import difflib
 import math
 import os
 import re
+import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -718,26 +719,54 @@ def _is_registry_file(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) and not name.startswith(".")
 
 
-# Parsing YAML costs ~250 us a file; a marshal cache of validated papers, keyed by each file's
-# (mtime, size), costs ~25 us. Only changed files are parsed again. Bump when the schema changes.
-_CACHE_FORMAT = 7  # 7: venue mappings, et_al; reproduce blocks without scales/data
+# Parsing YAML costs ~250 us a file; the SQLite index (papercli.index) keeps each valid file's
+# paper, checked against the file's (mtime, size, hash). Bump when Paper.to_dict changes.
+_CACHE_FORMAT = 8  # 8: the SQLite index replaces the marshal file
 
 
-def _cache_file(directory: Path) -> Path:
-    import zlib  # crc32 is enough to name a cache file, and far cheaper to import than hashlib
+_INDEXES: dict[Path, Any] = {}
 
-    key = str(directory.resolve())
-    return (
-        paths.cache_dir()
-        / "registry"
-        / f"{zlib.crc32(key.encode()):08x}-{directory.parent.name}.marshal"
-    )
+
+def open_index():
+    """This process's connection to the index of the current PAPERCLI_HOME (None if none)."""
+    from papercli import index
+
+    where = index.index_path()
+    if where not in _INDEXES:
+        _INDEXES[where] = index.Index.open(_CACHE_FORMAT, where)
+    return _INDEXES[where]
+
+
+def drop_index() -> None:
+    """Forget this process's connection and delete the index file (it is rebuilt on use)."""
+    from papercli import index
+
+    where = index.index_path()
+    idx = _INDEXES.pop(where, None)
+    if idx is not None:
+        idx.close()
+    for suffix in ("", "-wal", "-shm"):
+        where.with_name(where.name + suffix).unlink(missing_ok=True)
+
+
+def _check_for_index(path: Path, content: bytes | None) -> tuple[bytes | None, list]:
+    """What the index stores of one file: its validated paper, marshalled, or its problems."""
+    import marshal
+
+    if content is None:
+        return None, check_file(path)[1]
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [RegistryError(path, f"cannot read: {exc}")]
+    paper, problems = check_text(text, path)
+    return (marshal.dumps(paper.to_dict()) if paper else None), problems
 
 
 def scan_directory(directory: Path) -> tuple[list[Paper], list[RegistryError], int]:
     """The valid papers of one registry folder, every problem of its broken files, and the
-    number of files. Valid files come from the parse cache when unchanged; broken ones are
-    never cached, so they are read (and reported) every time."""
+    number of files. Valid files come from the index when unchanged; broken ones are never
+    stored, so they are read (and reported) every time."""
     import marshal
 
     if not directory.is_dir():
@@ -746,36 +775,18 @@ def scan_directory(directory: Path) -> tuple[list[Paper], list[RegistryError], i
         (e for e in os.scandir(directory) if _is_registry_file(e.name) and e.is_file()),
         key=lambda e: e.name,
     )
-    cache_path = _cache_file(directory)
-    cached: dict[str, tuple[int, int, dict]] = {}
-    try:
-        blob = marshal.loads(cache_path.read_bytes())
-        if blob.get("format") == _CACHE_FORMAT:
-            cached = blob["files"]
-    except (OSError, EOFError, ValueError, TypeError, AttributeError):
-        pass  # no cache yet, or an unreadable one: parse everything
-    papers: list[Paper] = []
-    problems: list[RegistryError] = []
-    fresh: dict[str, tuple[int, int, dict]] = {}
-    for entry in entries:
-        st = entry.stat()
-        hit = cached.get(entry.name)
-        if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-            papers.append(Paper.from_trusted_dict(hit[2]))
-            fresh[entry.name] = hit
-            continue
-        paper, found = check_file(Path(entry.path))
-        problems += found
-        if paper is not None:
-            papers.append(paper)
-            fresh[entry.name] = (st.st_mtime_ns, st.st_size, paper.to_dict())
-    if fresh != cached:
+    idx = open_index()
+    if idx is None:  # no writable home: parse everything, as the index would
+        found = [_check_for_index(Path(e.path), None) for e in entries]
+        blobs = [blob for blob, _ in found if blob is not None]
+        problems = [p for _, ps in found for p in ps]
+    else:
         try:
-            paths.atomic_write_bytes(
-                cache_path, marshal.dumps({"format": _CACHE_FORMAT, "files": fresh})
-            )
-        except OSError:
-            pass  # a read-only home only costs speed
+            blobs, problems = idx.sync_directory(directory, entries, _check_for_index)
+        except sqlite3.DatabaseError:  # damaged under us: it holds nothing the YAML lacks
+            drop_index()
+            return scan_directory(directory)
+    papers = [Paper.from_trusted_dict(marshal.loads(blob)) for blob in blobs]
     return papers, problems, len(entries)
 
 

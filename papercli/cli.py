@@ -169,25 +169,29 @@ def show(
 
 @command("search")
 def search(
-    query: Annotated[list[str], typer.Argument(help="Words to look for.")],
+    query: Annotated[
+        list[str],
+        typer.Argument(
+            help='Words (bm25-ranked), "a phrase", prefix*, filters author:he title:… tag:… '
+            "field:… year:2017..2020 arxiv:…; a leading - negates one (then put the "
+            "query after --: search -- gan -tag:gan).",
+        ),
+    ],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most results shown.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Search titles, aliases, tags and summaries; best matches first."""
-    results = _registry().search(" ".join(query), limit=limit)
+    """Search titles, authors, abstracts, summaries, tags and the text of fetched PDFs."""
+    from papercli.search import search as run_search
+
+    text = " ".join(query)
+    hits = run_search(_registry(), text, limit=limit)
     if as_json:
-        render.print_json(
-            [{"score": s, "id": p.id, "title": p.title, "year": p.year} for s, p in results]
-        )
+        render.print_json([h.to_dict() for h in hits])
         return
-    if not results:
-        render.error(f"no paper matches '{' '.join(query)}'")
+    if not hits:
+        render.error(f"no paper matches '{text}'")
         raise typer.Exit(1)
-    render.table(
-        ("score", "id", "year", "title"),
-        [(s, p.id, p.year, p.title) for s, p in results],
-        styles=("dim", "cyan", None, None),
-    )
+    render.search_results(hits)
 
 
 @command("bib")

@@ -216,15 +216,15 @@ class Index:
     ) -> dict[str, int]:
         """Keep one search document per served file. `docs` maps a file's path to (signature,
         a function that builds the document's columns); a document is rebuilt when its
-        signature changed. Returns path -> rowid for the files that have a row."""
+        signature changed. Returns path -> rowid."""
         have = {
             path: (rowid, sig)
             for path, rowid, sig in self.conn.execute("SELECT path, rowid, doc_sig FROM files")
         }
         changed = [
-            (have[path][0], sig, build)
+            (path, sig, build)
             for path, (sig, build) in docs.items()
-            if path in have and have[path][1] != sig
+            if path not in have or have[path][1] != sig
         ]
         if changed:
             names = [name for name, _ in COLUMNS]
@@ -233,7 +233,13 @@ class Index:
             except sqlite3.OperationalError:
                 return {path: have[path][0] for path in docs if path in have}
             try:
-                for rowid, sig, build in changed:
+                for path, sig, build in changed:
+                    if path not in have:  # a file the registry did not store (no index home)
+                        cur = self.conn.execute(
+                            "INSERT INTO files(path, dir) VALUES (?, '')", (path,)
+                        )
+                        have[path] = (cur.lastrowid, None)
+                    rowid = have[path][0]
                     cols = build()
                     self.conn.execute("DELETE FROM docs WHERE rowid=?", (rowid,))
                     self.conn.execute(

@@ -942,6 +942,10 @@ class Registry:
             out.setdefault(problem.path, []).append(problem)
         return out
 
+    def find(self, name: str) -> Paper | None:
+        """The paper whose id or alias is `name` (case, spaces and dashes aside), if any."""
+        return self._index.get(name.strip().lower()) or self._index.get(_squash(name))
+
     def get(self, query: str) -> Paper:
         q = query.strip()
         arxiv = normalize_arxiv(q)
@@ -981,44 +985,6 @@ class Registry:
         if since is not None:
             out = [p for p in out if p.year >= since]
         return out
-
-    def search(self, query: str, limit: int = 20) -> list[tuple[float, Paper]]:
-        """Rank papers for a free-text query: id/alias hits first, then title, tags, summary."""
-        terms = [t for t in re.findall(r"[a-z0-9]+", query.lower()) if t]
-        if not terms:
-            return []
-        phrase = query.lower().strip()
-        scored: list[tuple[float, Paper]] = []
-        for p in self.papers:
-            names = {p.id, *(a.lower() for a in p.aliases)}
-            title = p.title.lower()
-            title_words = set(re.findall(r"[a-z0-9]+", title))
-            tags = set(p.tags)
-            body = (p.summary + " " + " ".join(p.key_points)).lower()
-            body_words = re.findall(r"[a-z0-9]+", body)
-            score = 0.0
-            if phrase in names or _squash(phrase) in {_squash(n) for n in names}:
-                score += 20
-            if phrase in title:
-                score += 8
-            for term in terms:
-                if term in names:
-                    score += 6
-                if term in title_words:
-                    score += 4
-                elif term in title:
-                    score += 2
-                if term in tags or any(term in t for t in tags):
-                    score += 3
-                hits = body_words.count(term)
-                if hits:
-                    score += 1 + min(hits, 5) * 0.2
-            if all(t in title or t in body or t in names or t in tags for t in terms):
-                score *= 1.5  # every term present: rank above partial matches
-            if score:
-                scored.append((round(score, 2), p))
-        scored.sort(key=lambda sp: (-sp[0], -sp[1].year, sp[1].id))
-        return scored[:limit]
 
 
 def sort_papers(papers: list[Paper], key: str) -> list[Paper]:

@@ -1,0 +1,134 @@
+"""The SQLite index and `search`: real registry files, a real index file, the real CLI, and PDFs
+served by the local arXiv server. Each search test runs on FTS5 and on the plain fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from arxiv_server import FakeArxiv, make_text_pdf
+from conftest import REPO, write_paper
+
+from papercli.cli import app
+from papercli.index import index_path
+from papercli.registry import drop_index, load_directory
+
+
+@pytest.fixture(params=["fts5", "plain"], autouse=True)
+def engine(request, monkeypatch):
+    drop_index()  # one connection per process: start each test on its own index file
+    monkeypatch.setenv("PAPERCLI_INDEX_FTS", "1" if request.param == "fts5" else "0")
+    yield request.param
+    drop_index()
+
+
+def ids(runner, *query: str) -> list[str]:
+    result = runner.invoke(app, ["search", "--json", *query])
+    assert result.exit_code == 0, result.output
+    return [hit["id"] for hit in json.loads(result.stdout)]
+
+
+def test_search_kaiming_finds_resnet_in_a_real_process(engine, papercli_home):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "papercli", "search", "Kaiming", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    hits = {h["id"]: h for h in json.loads(proc.stdout)}
+    assert "resnet" in hits and "mask-rcnn" in hits
+    assert hits["resnet"]["highlights"] == ["Kaiming"]
+    assert "Kaiming He" in hits["resnet"]["snippet"]
+    with sqlite3.connect(index_path()) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = conn.execute("SELECT sql FROM sqlite_master WHERE name='docs'").fetchone()[0]
+    assert ("fts5" in tables.lower()) == (engine == "fts5")
+
+
+def test_filters_phrases_and_negation(runner):
+    by_he = ids(runner, "author:he")
+    assert {"resnet", "mask-rcnn", "mae"} <= set(by_he)
+    assert ids(runner, "--", "author:he", "-tag:detection") == [
+        i for i in by_he if i not in ids(runner, "tag:detection")
+    ]
+    assert ids(runner, "author:kaiming he", "title:residual") == ["resnet"]
+    assert set(ids(runner, "year:2017..2018", "attention")) >= {"transformer"}
+    assert all(
+        2017 <= h["year"] <= 2018
+        for h in json.loads(runner.invoke(app, ["search", "year:2017..2018", "--json"]).stdout)
+    )
+    assert ids(runner, "arxiv:1512.03385") == ["resnet"]
+    assert "resnet" not in ids(runner, "field:language")
+    assert ids(runner, '"segment anything"')[0] == "sam"
+    assert "sam" not in ids(runner, "--", "segment", "-anything")
+    assert ids(runner, "flash", "attention")[:2] == ["flash-attention", "flash-attention-2"]
+
+
+def test_fallback_and_fts5_rank_alike(runner, monkeypatch):
+    queries = [("diffusion",), ("kaiming",), ("residual", "learning"), ("trans*",)]
+    first = {q: ids(runner, *q) for q in queries}
+    drop_index()
+    other = "0" if os.environ["PAPERCLI_INDEX_FTS"] == "1" else "1"
+    monkeypatch.setenv("PAPERCLI_INDEX_FTS", other)
+    for q in queries:  # same hits, best first; bm25 ties may break differently
+        again = ids(runner, *q)
+        assert set(again) == set(first[q]) and again[0] == first[q][0], q
+
+
+def test_bad_queries_are_one_line_errors(runner):
+    for query in (["year:abc"], ["tag:"], ["..."]):
+        result = runner.invoke(app, ["search", *query])
+        assert result.exit_code == 2 and result.stderr.startswith("papercli: error: ")
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    none = runner.invoke(app, ["search", "zzzqqq"])
+    assert none.exit_code == 1 and "no paper matches" in none.stderr
+
+
+def test_fetched_pdf_text_and_abstract_are_searchable(runner, monkeypatch):
+    with FakeArxiv() as fake:
+        monkeypatch.setenv("PAPERCLI_ARXIV_API_URL", f"{fake.base}/api/query")
+        monkeypatch.setenv("PAPERCLI_ARXIV_PDF_URL", f"{fake.base}/pdf")
+        fake.default_pdf = make_text_pdf(["Appendix: the quokkasort ablation", "more text"])
+        assert runner.invoke(app, ["search", "quokkasort"]).exit_code == 1
+        result = runner.invoke(app, ["fetch", "vit"])
+        assert result.exit_code == 0, result.output
+    hits = json.loads(runner.invoke(app, ["search", "quokkasort", "--json"]).stdout)
+    assert [h["id"] for h in hits] == ["vit"] and hits[0]["highlights"] == ["quokkasort"]
+    # the cached arXiv abstract of the local server is indexed too
+    assert "vit" in ids(runner, '"wraps over lines"')
+    plain = runner.invoke(app, ["search", "quokkasort"])
+    assert "*quokkasort*" in plain.stdout and "vit" in plain.stdout
+
+
+def test_index_follows_edits_touches_and_same_size_rewrites(user_registry, runner):
+    path = write_paper(user_registry, "indexed")
+    assert load_directory(user_registry)[0].title.startswith("A Test Paper")
+
+    def rowid() -> int:
+        with sqlite3.connect(index_path()) as conn:
+            return conn.execute("SELECT rowid FROM files WHERE path=?", (str(path),)).fetchone()[0]
+
+    before = rowid()
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touch: same content
+    load_directory(user_registry)
+    assert rowid() == before  # the hash matched: not parsed and stored again
+    # a same-size edit that keeps the mtime: only the content hash can tell
+    st = path.stat()
+    path.write_text(path.read_text().replace("A Test Paper", "A Zorb Paper"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    assert load_directory(user_registry)[0].title.startswith("A Zorb Paper")
+    assert ids(runner, "zorb") == ["indexed"]
+    # deleting the index loses nothing: it is rebuilt from the YAML files
+    drop_index()
+    assert not index_path().exists()
+    assert ids(runner, "zorb") == ["indexed"]
+    path.unlink()
+    assert ids(runner, "zorb") == []

@@ -70,12 +70,12 @@ def _root(
     """Track machine-learning papers and reproduce their central claims."""
 
 
-def _registry():
+def _registry(light: bool = False):
     """The merged registry. A broken file does not lock anyone out: it is left out with one
     warning line on stderr, and the command goes on (exit status unchanged, see the guide)."""
     from papercli.registry import Registry
 
-    reg = Registry.load()
+    reg = Registry.load(light=light)
     for problems in reg.broken_files().values():
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         sys.stderr.write(f"papercli: warning: skipped {problems[0]}{more}\n")
@@ -111,7 +111,7 @@ def list_papers(
 
     if year is not None and since is not None:
         raise UsageError("--year and --since exclude each other")
-    papers = _registry().filter(
+    papers = _registry(light=True).filter(
         field=field.value if field else None, tag=tag, year=year, since=since
     )
     papers = sort_papers(papers, sort.value)

@@ -9,7 +9,6 @@ update and a crash mid-update leaves the previous state. A home we cannot write 
 
 from __future__ import annotations
 
-import marshal
 import os
 import sqlite3
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from papercli import paths
 
-FORMAT = "1"  # bump when these tables change; the registry passes its own schema version too
+FORMAT = "2"  # bump when these tables change; the registry passes its own schema version too
 RACY_NS = 2_000_000_000  # coarse file-system clocks (FAT: 2 s) tick this slowly
 # Search columns, each with its bm25 weight: a hit in the id or title counts most.
 COLUMNS = (
@@ -105,7 +104,7 @@ class Index:
             conn.execute(
                 "CREATE TABLE files(rowid INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL,"
                 " dir TEXT NOT NULL, mtime_ns INTEGER, size INTEGER, digest BLOB,"
-                " indexed_ns INTEGER, data BLOB, doc_sig TEXT)"
+                " indexed_ns INTEGER, data BLOB, light BLOB, doc_sig TEXT)"
             )
             conn.execute("CREATE INDEX files_dir ON files(dir)")
             cols = ", ".join(name for name, _ in COLUMNS)
@@ -135,18 +134,22 @@ class Index:
         self,
         directory: Path,
         entries: list[os.DirEntry],
-        check: Callable[[Path, bytes | None], tuple[bytes | None, list]],
+        check: Callable[[Path, bytes | None], tuple[tuple[bytes, bytes] | None, list]],
+        *,
+        light: bool = False,
     ) -> tuple[list[bytes], list]:
         """The stored paper of every file in `entries` (checked again where it changed), and
-        every problem of the broken ones. `check(path, content)` returns the marshalled paper
-        or None with its problems; broken files are never stored, so they are reported each
-        run. Stale rows are replaced and rows of vanished files dropped in one transaction."""
+        every problem of the broken ones. `check(path, content)` returns the paper, marshalled
+        in full and in its light form (what a listing needs: far cheaper to load), or None
+        with its problems; `light` picks which is returned. Broken files are never stored, so
+        they are reported each run. Stale rows are replaced and rows of vanished files dropped
+        in one transaction."""
         key = str(directory)
         rows = {
             path: Row(*rest)
             for path, *rest in self.conn.execute(
-                "SELECT path, rowid, mtime_ns, size, digest, indexed_ns, data FROM files"
-                " WHERE dir=?",
+                "SELECT path, rowid, mtime_ns, size, digest, indexed_ns,"
+                f" {'light' if light else 'data'} FROM files WHERE dir=?",
                 (key,),
             )
         }
@@ -172,11 +175,11 @@ class Index:
                 out.append(row.data)  # touched, or racy but unchanged
                 touched.append((st.st_mtime_ns, st.st_size, now, row.rowid))
                 continue
-            data, found = check(Path(entry.path), content)
+            pair, found = check(Path(entry.path), content)
             problems += found
-            if data is not None:
-                out.append(data)
-                upserts.append((entry.path, key, st.st_mtime_ns, st.st_size, digest, now, data))
+            if pair is not None:
+                out.append(pair[1] if light else pair[0])
+                upserts.append((entry.path, key, st.st_mtime_ns, st.st_size, digest, now, *pair))
             elif row is not None:
                 gone.append(row.rowid)  # valid before, broken now
         gone += [row.rowid for row in rows.values()]  # files that are no longer there
@@ -198,8 +201,8 @@ class Index:
             self.conn.executemany("DELETE FROM files WHERE rowid=?", [(r,) for r in drop])
             self.conn.executemany("DELETE FROM docs WHERE rowid=?", [(r,) for r in drop])
             self.conn.executemany(
-                "INSERT INTO files(path, dir, mtime_ns, size, digest, indexed_ns, data)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO files(path, dir, mtime_ns, size, digest, indexed_ns, data, light)"
+                " VALUES (?,?,?,?,?,?,?,?)",
                 upserts,
             )
             self.conn.executemany(
@@ -296,11 +299,3 @@ def _has_fts5(conn: sqlite3.Connection) -> bool:
         return True
     except sqlite3.OperationalError:
         return False
-
-
-def dumps(data: dict) -> bytes:
-    return marshal.dumps(data)
-
-
-def loads(blob: bytes) -> dict:
-    return marshal.loads(blob)

@@ -15,7 +15,7 @@ from conftest import REPO, write_paper
 
 from papercli.cli import app
 from papercli.index import index_path
-from papercli.registry import drop_index, load_directory
+from papercli.registry import Registry, drop_index, load_directory
 
 
 @pytest.fixture(params=["fts5", "plain"], autouse=True)
@@ -132,3 +132,20 @@ def test_index_follows_edits_touches_and_same_size_rewrites(user_registry, runne
     assert ids(runner, "zorb") == ["indexed"]
     path.unlink()
     assert ids(runner, "zorb") == []
+
+
+def test_light_listing_agrees_with_full_papers(user_registry):
+    write_paper(user_registry, "listed-paper")
+    (user_registry / "broken.yaml").write_text("id: [broken\n")
+    for _ in range(2):  # first from the YAML files, then from the index
+        light, full = Registry.load(light=True), Registry.load()
+        fields = ("id", "title", "authors", "year", "date", "field", "tags", "aliases", "arxiv")
+        assert [[getattr(p, f) for f in fields] for p in light.papers] == [
+            [getattr(p, f) for f in fields] for p in full.papers
+        ]
+        assert [str(p.source) for p in light.papers] == [str(p.source) for p in full.papers]
+        assert (
+            list(light.broken_files())
+            == list(full.broken_files())
+            == [str(user_registry / "broken.yaml")]
+        )

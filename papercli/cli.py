@@ -184,7 +184,7 @@ def search(
     from papercli.search import search as run_search
 
     text = " ".join(query)
-    hits = run_search(_registry(), text, limit=limit)
+    hits = run_search(_registry(light=True), text, limit=limit)
     if as_json:
         render.print_json([h.to_dict() for h in hits])
         return

@@ -73,14 +73,12 @@ class Index:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")  # readers go on while one process writes
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps commits atomic with this
             return cls(cls._ready(conn, schema))
         except sqlite3.DatabaseError:
             try:  # a damaged file: it only holds what the YAML files say, so start again
                 path.unlink(missing_ok=True)
                 conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
                 return cls(cls._ready(conn, schema))
             except (OSError, sqlite3.Error):
                 return None
@@ -96,6 +94,8 @@ class Index:
             found = None
         if found and found[0] == want:
             return conn
+        # WAL (a property of the file, so set once here): readers go on while one writes
+        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for table in ("files", "docs", "meta"):
@@ -215,19 +215,17 @@ class Index:
 
     # ------------------------------------------------------------------------- search documents
     def sync_docs(
-        self, docs: dict[str, tuple[str, Callable[[], dict[str, str]]]]
+        self, docs: dict[str, str], build: Callable[[bytes | None, str], dict[str, str]]
     ) -> dict[str, int]:
-        """Keep one search document per served file. `docs` maps a file's path to (signature,
-        a function that builds the document's columns); a document is rebuilt when its
-        signature changed. Returns path -> rowid."""
+        """Keep one search document per served file. `docs` maps a file's path to a signature
+        of what its document holds; where that changed, `build(stored paper or None, path)`
+        makes the document's columns again. Returns path -> rowid."""
         have = {
             path: (rowid, sig)
             for path, rowid, sig in self.conn.execute("SELECT path, rowid, doc_sig FROM files")
         }
         changed = [
-            (path, sig, build)
-            for path, (sig, build) in docs.items()
-            if path not in have or have[path][1] != sig
+            (path, sig) for path, sig in docs.items() if path not in have or have[path][1] != sig
         ]
         if changed:
             names = [name for name, _ in COLUMNS]
@@ -236,14 +234,15 @@ class Index:
             except sqlite3.OperationalError:
                 return {path: have[path][0] for path in docs if path in have}
             try:
-                for path, sig, build in changed:
+                for path, sig in changed:
                     if path not in have:  # a file the registry did not store (no index home)
                         cur = self.conn.execute(
                             "INSERT INTO files(path, dir) VALUES (?, '')", (path,)
                         )
                         have[path] = (cur.lastrowid, None)
                     rowid = have[path][0]
-                    cols = build()
+                    stored = self.conn.execute("SELECT data FROM files WHERE rowid=?", (rowid,))
+                    cols = build(stored.fetchone()[0], path)
                     self.conn.execute("DELETE FROM docs WHERE rowid=?", (rowid,))
                     self.conn.execute(
                         f"INSERT INTO docs(rowid, {', '.join(names)})"

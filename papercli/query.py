@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from papercli.errors import UsageError, preview
-from papercli.registry import Paper
+from papercli.registry import Listed, Paper
 
 FILTERS = ("author", "title", "tag", "field", "year", "arxiv")
 _WORD = re.compile(r"\w+\*?")
@@ -37,10 +37,10 @@ class Filter:
     negated: bool = False
     years: tuple[int, int] | None = None
 
-    def accepts(self, paper: Paper) -> bool:
+    def accepts(self, paper: Paper | Listed) -> bool:
         return self._holds(paper) != self.negated
 
-    def _holds(self, p: Paper) -> bool:
+    def _holds(self, p: Paper | Listed) -> bool:
         v = self.value.lower()
         if self.name == "author":  # whole words of one author's name, in order: 'he', 'kaiming he'
             return any(_has_phrase(a, v) for a in p.authors)
@@ -69,7 +69,7 @@ class Query:
     def negative(self) -> list[Term]:
         return [t for t in self.terms if t.negated]
 
-    def accepts(self, paper: Paper) -> bool:
+    def accepts(self, paper: Paper | Listed) -> bool:
         return all(f.accepts(paper) for f in self.filters)
 
     def fts(self, *, any_term: bool = False) -> str:

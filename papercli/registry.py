@@ -10,7 +10,6 @@ import difflib
 import math
 import os
 import re
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -746,7 +745,10 @@ def drop_index() -> None:
     if idx is not None:
         idx.close()
     for suffix in ("", "-wal", "-shm"):
-        where.with_name(where.name + suffix).unlink(missing_ok=True)
+        try:
+            where.with_name(where.name + suffix).unlink(missing_ok=True)
+        except OSError:
+            pass  # no cache folder to hold one
 
 
 @dataclass(slots=True)
@@ -771,10 +773,12 @@ def _check_for_index(path: Path, content: bytes | None) -> tuple[tuple[bytes, by
     (the fields of Listed, in order), or its problems."""
     import marshal
 
-    if content is None:
-        return None, check_file(path)[1]
     try:
+        if content is None:  # no index, or its read failed: check_file says why it fails
+            content = path.read_bytes()
         text = content.decode("utf-8")
+    except OSError:
+        return None, check_file(path)[1]
     except UnicodeDecodeError as exc:
         return None, [RegistryError(path, f"cannot read: {exc}")]
     paper, problems = check_text(text, path)
@@ -798,6 +802,8 @@ def scan_directory(
         (e for e in os.scandir(directory) if _is_registry_file(e.name) and e.is_file()),
         key=lambda e: e.name,
     )
+    import sqlite3  # already loaded by the index; here for its exception
+
     idx = open_index()
     if idx is None:  # no writable home: parse everything, as the index would
         found = [_check_for_index(Path(e.path), None) for e in entries]

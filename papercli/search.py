@@ -16,12 +16,12 @@ from pathlib import Path
 
 from papercli import cache, index
 from papercli.query import Query, Term, parse
-from papercli.registry import Paper, Registry, open_index
+from papercli.registry import Listed, Paper, Registry, load_file, open_index
 
 
 @dataclass
 class Hit:
-    paper: Paper
+    paper: Paper | Listed
     score: float
     snippet: str = ""  # with index.HIT_START/HIT_END around the matched words
 
@@ -52,6 +52,14 @@ def document(paper: Paper) -> dict[str, str]:
     }
 
 
+def _build(stored: bytes | None, path: str) -> dict[str, str]:
+    """A document from the index's stored paper (or the file, where the index holds none)."""
+    import marshal
+
+    paper = Paper.from_trusted_dict(marshal.loads(stored)) if stored else load_file(Path(path))
+    return document(paper)
+
+
 def _mtimes(directory: Path) -> dict[str, int]:
     try:
         return {e.name: e.stat().st_mtime_ns for e in os.scandir(directory)}
@@ -60,6 +68,8 @@ def _mtimes(directory: Path) -> dict[str, int]:
 
 
 def search(registry: Registry, text: str, limit: int = 20) -> list[Hit]:
+    """Hits for a query over `registry`, best first. A light registry (Listed papers) does:
+    filters and hits need only what a listing has; documents come from the index."""
     query = parse(text)
     candidates = [p for p in registry.papers if query.accepts(p)]
     if not query.terms:
@@ -70,13 +80,10 @@ def search(registry: Registry, text: str, limit: int = 20) -> list[Hit]:
     # a document is rebuilt when its file's row was replaced or what fetch stored changed
     meta, texts = _mtimes(cache.metadata_dir()), _mtimes(cache.fulltext_dir())
     docs = {
-        str(p.source): (
-            f"{meta.get(p.id + '.json', 0)}:{texts.get(p.id + '.txt', 0)}",
-            lambda p=p: document(p),
-        )
+        str(p.source): f"{meta.get(p.id + '.json', 0)}:{texts.get(p.id + '.txt', 0)}"
         for p in registry.papers
     }
-    rowids = idx.sync_docs(docs)
+    rowids = idx.sync_docs(docs, _build)
     by_row = {rowids[str(p.source)]: p for p in candidates if str(p.source) in rowids}
     rank = _rank_fts if idx.fts else _rank_plain
     scored, snippets = rank(idx, query, by_row, len(by_row))

@@ -149,3 +149,12 @@ def test_light_listing_agrees_with_full_papers(user_registry):
             == list(full.broken_files())
             == [str(user_registry / "broken.yaml")]
         )
+
+
+def test_without_a_usable_index_everything_still_works(papercli_home, runner):
+    papercli_home.mkdir(parents=True, exist_ok=True)
+    (papercli_home / "cache").write_text("a file where the cache folder should be")
+    listed = runner.invoke(app, ["list", "--json"])
+    assert listed.exit_code == 0 and len(json.loads(listed.stdout)) > 50
+    assert "resnet" in ids(runner, "kaiming")
+    assert ids(runner, "author:he", "title:residual") == ["resnet"]

@@ -75,6 +75,8 @@ class Index:
             conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps commits atomic with this
             return cls(cls._ready(conn, schema))
+        except sqlite3.OperationalError:
+            return None  # busy or locked past the timeout: this run goes without the index
         except sqlite3.DatabaseError:
             try:  # a damaged file: it only holds what the YAML files say, so start again
                 path.unlink(missing_ok=True)
@@ -90,7 +92,9 @@ class Index:
         want = f"{FORMAT}.{schema}:{'fts5' if fts5_wanted() else 'plain'}"
         try:
             found = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise  # busy, locked: never rebuild an index another process is using
             found = None
         if found and found[0] == want:
             return conn

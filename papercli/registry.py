@@ -805,16 +805,17 @@ def scan_directory(
     import sqlite3  # already loaded by the index; here for its exception
 
     idx = open_index()
-    if idx is None:  # no writable home: parse everything, as the index would
+    try:
+        if idx is None:
+            raise sqlite3.OperationalError("no index")
+        blobs, problems = idx.sync_directory(directory, entries, _check_for_index, light=light)
+    except sqlite3.OperationalError:  # no writable home, or locked: parse, as the index would
         found = [_check_for_index(Path(e.path), None) for e in entries]
         blobs = [pair[light] for pair, _ in found if pair is not None]
         problems = [p for _, ps in found for p in ps]
-    else:
-        try:
-            blobs, problems = idx.sync_directory(directory, entries, _check_for_index, light=light)
-        except sqlite3.DatabaseError:  # damaged under us: it holds nothing the YAML lacks
-            drop_index()
-            return scan_directory(directory, light)
+    except sqlite3.DatabaseError:  # damaged under us: it holds nothing the YAML lacks
+        drop_index()
+        return scan_directory(directory, light)
     if light:
         return [Listed(*marshal.loads(b)) for b in blobs], problems, len(entries)  # type: ignore[misc]
     papers = [Paper.from_trusted_dict(marshal.loads(blob)) for blob in blobs]

@@ -158,3 +158,42 @@ def test_without_a_usable_index_everything_still_works(papercli_home, runner):
     assert listed.exit_code == 0 and len(json.loads(listed.stdout)) > 50
     assert "resnet" in ids(runner, "kaiming")
     assert ids(runner, "author:he", "title:residual") == ["resnet"]
+
+
+def list_ids() -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "papercli", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return [p["id"] for p in json.loads(proc.stdout)]
+
+
+def test_a_crash_mid_update_and_a_busy_writer_lose_nothing(user_registry):
+    path = write_paper(user_registry, "survivor")
+    served = list_ids()
+    assert "survivor" in served
+    with sqlite3.connect(index_path()) as conn:
+        rows = conn.execute("SELECT rowid, path FROM files ORDER BY rowid").fetchall()
+    # a process dies in the middle of a transaction that emptied the index
+    crash = (
+        "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+        "c.execute('BEGIN IMMEDIATE'); c.execute('DELETE FROM files'); os._exit(1)"
+    )
+    assert subprocess.run([sys.executable, "-c", crash, str(index_path())]).returncode == 1
+    with sqlite3.connect(index_path()) as conn:
+        assert conn.execute("SELECT rowid, path FROM files ORDER BY rowid").fetchall() == rows
+    # another process holds the write lock: readers still get every paper, edits included
+    writer = sqlite3.connect(index_path(), isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        assert list_ids() == served
+        path.write_text(path.read_text().replace("id: survivor", "id: survivor\n# edited"))
+        assert list_ids() == served  # could not store the edit: served from the file instead
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert index_path().is_file() and list_ids() == served

@@ -93,9 +93,11 @@ class Settings:
                 raise UsageError(f"{name} must be an http:// or https:// URL, got '{preview(raw)}'")
             return raw
 
+        from papercli import config  # the config file fills in what the environment does not
+
         return cls(
-            api_url=url("PAPERCLI_ARXIV_API_URL", DEFAULT_API_URL),
-            pdf_url=url("PAPERCLI_ARXIV_PDF_URL", DEFAULT_PDF_URL).rstrip("/"),
+            api_url=url("PAPERCLI_ARXIV_API_URL", config.get("arxiv_api_url")),
+            pdf_url=url("PAPERCLI_ARXIV_PDF_URL", config.get("arxiv_pdf_url")).rstrip("/"),
             delay=number("PAPERCLI_ARXIV_DELAY", 3.0),
             timeout=number("PAPERCLI_ARXIV_TIMEOUT", 30.0),
             retries=int(number("PAPERCLI_ARXIV_RETRIES", 4)),

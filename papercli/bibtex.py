@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from papercli.errors import UsageError, preview
 from papercli.registry import Paper
 
 # Order matters: the backslash first, so the escapes added later are not escaped again.
@@ -76,12 +77,71 @@ def citation_year(paper: Paper) -> int:
     return paper.year
 
 
-def cite_key(paper: Paper) -> str:
-    """'He', CVPR 2016, 'Deep Residual Learning…' -> he2016deep (Google Scholar style)."""
-    first_author = paper.authors[0] if paper.authors else paper.id
-    surname = _ascii_word(first_author.split()[-1]) or _ascii_word(paper.id)
-    words = [w for w in (_ascii_word(w) for w in paper.title.split()) if w and w not in _STOP]
-    return f"{surname}{citation_year(paper)}{words[0] if words else ''}"
+DEFAULT_KEY_FORMAT = "{author}{year}{title_word}"
+# The placeholders a citation-key format may use (docs/guide.md, "Citation keys").
+KEY_FIELDS = {
+    "author": lambda p: _surname(p).lower(),  # he
+    "Author": lambda p: _surname(p).capitalize(),  # He
+    "authors": lambda p: "".join(s.capitalize() for s in _surnames(p)[:3]),  # HeZhangRen
+    "year": lambda p: str(citation_year(p)),  # 2016
+    "title_word": lambda p: (_title_words(p) or [""])[0],  # deep
+    "Title_word": lambda p: (_title_words(p) or [""])[0].capitalize(),  # Deep
+    "id": lambda p: p.id,  # resnet
+}
+_KEY_JUNK = re.compile(r"[^A-Za-z0-9_:.+-]")
+
+
+def _surnames(paper: Paper) -> list[str]:
+    names = [_ascii_word(a.split()[-1]) for a in paper.authors if a.split()]
+    return [n for n in names if n]
+
+
+def _surname(paper: Paper) -> str:
+    return (_surnames(paper) or [_ascii_word(paper.id)])[0]
+
+
+def _title_words(paper: Paper) -> list[str]:
+    return [w for w in (_ascii_word(w) for w in paper.title.split()) if w and w not in _STOP]
+
+
+def check_key_format(fmt: str) -> str:
+    """The format itself, or a UsageError naming the placeholder it does not know."""
+    import string
+
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(fmt) if name is not None]
+    except ValueError as exc:
+        raise UsageError(f"citation-key format '{preview(fmt)}': {exc}") from None
+    for name in names:
+        if name not in KEY_FIELDS:
+            known = ", ".join("{" + k + "}" for k in KEY_FIELDS)
+            raise UsageError(
+                f"citation-key format '{preview(fmt)}' has unknown field {{{preview(name)}}} "
+                f"(known: {known})"
+            )
+    return fmt
+
+
+def format_key(paper: Paper, fmt: str = DEFAULT_KEY_FORMAT) -> str:
+    """A key in `fmt`; characters BibTeX does not allow in a key are dropped."""
+    values = {name: get(paper) for name, get in KEY_FIELDS.items()}
+    key = _KEY_JUNK.sub("", check_key_format(fmt).format(**values))
+    return key or _KEY_JUNK.sub("", paper.id)
+
+
+def cite_key(paper: Paper, fmt: str = DEFAULT_KEY_FORMAT) -> str:
+    """The stored key, else 'He', CVPR 2016, 'Deep Residual…' -> he2016deep by default."""
+    return paper.citekey or format_key(paper, fmt)
+
+
+def new_key(paper: Paper, fmt: str, taken: set[str]) -> str:
+    """A key for a paper being added: `fmt`, with a, b, … aa appended until it is free."""
+    key = base = format_key(paper, fmt)
+    n = 0
+    while key in taken:
+        n += 1
+        key = base + key_suffix(n)
+    return key
 
 
 def _venue_fields(paper: Paper, kind: str) -> list[tuple[str, str]]:
@@ -109,7 +169,7 @@ def _month(paper: Paper) -> str | None:
     return MONTHS[int(paper.date[5:7]) - 1]
 
 
-def _url(paper: Paper) -> str | None:
+def entry_url(paper: Paper) -> str | None:
     return (
         paper.abs_url
         or paper.urls.get("blog")
@@ -120,29 +180,40 @@ def _url(paper: Paper) -> str | None:
 
 def entry(paper: Paper, key: str | None = None) -> str:
     kind = entry_type(paper)
-    authors = " and ".join(escape(a) for a in paper.authors)
-    if paper.et_al:
-        authors += " and others"  # BibTeX's own word for a truncated list: styles print et al.
     fields: list[tuple[str, str]] = [
-        ("title", "{{" + escape(paper.title) + "}}"),  # double braces keep the capitals
-        ("author", "{" + authors + "}"),
+        *title_author(paper),
         *_venue_fields(paper, kind),
         ("year", "{" + str(citation_year(paper)) + "}"),
     ]
     month = _month(paper)
     if month:
         fields.append(("month", month))  # a macro: no braces
+    if paper.doi:
+        fields.append(("doi", "{" + paper.doi + "}"))
     if paper.arxiv:
         fields += [("eprint", "{" + paper.arxiv + "}"), ("archivePrefix", "{arXiv}")]
         if paper.arxiv_category:
             fields.append(("primaryClass", "{" + paper.arxiv_category + "}"))
-    url = _url(paper)
+    url = entry_url(paper)
     if url:
         fields.append(("url", "{" + url + "}"))  # verbatim: \url and biblatex read URLs raw
     if paper.venue and paper.venue.accessed:
         fields.append(("urldate", "{" + paper.venue.accessed + "}"))
+    return render_entry(kind, key or cite_key(paper), fields)
+
+
+def title_author(paper: Paper) -> list[tuple[str, str]]:
+    """The title and author fields, as BibTeX and BibLaTeX both write them."""
+    authors = " and ".join(escape(a) for a in paper.authors)
+    if paper.et_al:
+        authors += " and others"  # BibTeX's own word for a truncated list: styles print et al.
+    # double braces keep the title's capitals
+    return [("title", "{{" + escape(paper.title) + "}}"), ("author", "{" + authors + "}")]
+
+
+def render_entry(kind: str, key: str, fields: list[tuple[str, str]]) -> str:
     body = ",\n".join(f"  {name} = {value}" for name, value in fields)
-    return f"@{kind}{{{key or cite_key(paper)},\n{body}\n}}\n"
+    return f"@{kind}{{{key},\n{body}\n}}\n"
 
 
 def key_suffix(n: int) -> str:
@@ -154,9 +225,9 @@ def key_suffix(n: int) -> str:
     return letters
 
 
-def unique_keys(papers: list[Paper]) -> list[str]:
+def unique_keys(papers: list[Paper], fmt: str = DEFAULT_KEY_FORMAT) -> list[str]:
     """One key per paper: the first with a key keeps it, the next get a, b, … z, aa, ab …"""
-    natural = [cite_key(p) for p in papers]
+    natural = [cite_key(p, fmt) for p in papers]
     taken = set(natural)
     seen: set[str] = set()
     keys = []
@@ -172,6 +243,6 @@ def unique_keys(papers: list[Paper]) -> list[str]:
     return keys
 
 
-def bibliography(papers: list[Paper]) -> str:
+def bibliography(papers: list[Paper], fmt: str = DEFAULT_KEY_FORMAT) -> str:
     """Entries for all papers, with keys made unique across the set."""
-    return "\n".join(entry(p, k) for p, k in zip(papers, unique_keys(papers), strict=True))
+    return "\n".join(entry(p, k) for p, k in zip(papers, unique_keys(papers, fmt), strict=True))

@@ -82,10 +82,58 @@ def _registry(light: bool = False):
     return reg
 
 
+def complete_ids(incomplete: str) -> list[str]:
+    """Shell completion of paper ids: the registry's ids that start with what was typed."""
+    from papercli.registry import Registry
+
+    try:
+        papers = Registry.load().papers
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    low = incomplete.lower()
+    return sorted(p.id for p in papers if p.id.startswith(low))
+
+
+PaperId = Annotated[
+    str,
+    typer.Argument(metavar="ID", help="Id, alias or arXiv id.", autocompletion=complete_ids),
+]
+PaperIds = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="ID...", help="Papers (ids, aliases or arXiv ids).", autocompletion=complete_ids
+    ),
+]
+
+
+def _selected(reg, paper_ids: list[str] | None, all_papers: bool) -> list:
+    """The papers named on the command line, or with --all every paper in id order."""
+    if all_papers == bool(paper_ids):
+        raise UsageError("give paper ids or --all (not both)")
+    if all_papers:
+        return sorted(reg.papers, key=lambda p: p.id)
+    return [reg.get(i) for i in paper_ids or []]
+
+
+def _key_format() -> str:
+    """The configured citation-key format, checked (a bad one is a one-line error)."""
+    from papercli import config
+    from papercli.bibtex import check_key_format
+
+    return check_key_format(config.get("citekey_format"))
+
+
 class Field(StrEnum):
     language = "language"
     vision = "vision"
     general = "general"
+
+
+class ExportFormat(StrEnum):
+    bibtex = "bibtex"
+    biblatex = "biblatex"
+    csl_json = "csl-json"
+    json = "json"
 
 
 class SortKey(StrEnum):
@@ -136,16 +184,19 @@ def list_papers(
 
 
 def _local_extras(paper) -> dict[str, str]:
-    """What `fetch` cached for this paper: the arXiv abstract and the PDF's path."""
+    """What `fetch` cached for this paper (the arXiv abstract, the PDF's path) and its notes."""
     from papercli import cache
+    from papercli.notes import read_notes
 
-    return cache.extras_for(paper)
+    extras = cache.extras_for(paper)
+    notes = read_notes(paper.id)
+    if notes:
+        extras["Notes"] = notes
+    return extras
 
 
 @command("summary")
-def summary(
-    paper_id: Annotated[str, typer.Argument(metavar="ID", help="Id, alias or arXiv id.")],
-) -> None:
+def summary(paper_id: PaperId) -> None:
     """Show a paper's summary, key points and claims."""
     paper = _registry().get(paper_id)
     render.paper_summary(paper, _local_extras(paper))
@@ -153,7 +204,7 @@ def summary(
 
 @command("show")
 def show(
-    paper_id: Annotated[str, typer.Argument(metavar="ID", help="Id, alias or arXiv id.")],
+    paper_id: PaperId,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show every field of a paper."""
@@ -196,19 +247,15 @@ def search(
 
 @command("bib")
 def bib(
-    paper_ids: Annotated[
-        list[str] | None, typer.Argument(metavar="ID...", help="Papers to export.")
-    ] = None,
+    paper_ids: PaperIds = None,
     all_papers: Annotated[bool, typer.Option("--all", help="Export every paper.")] = False,
 ) -> None:
     """Print BibTeX entries."""
     from papercli.bibtex import bibliography
 
     reg = _registry()
-    if all_papers == bool(paper_ids):
-        raise UsageError("give paper ids or --all (not both)")
-    papers = reg.papers if all_papers else [reg.get(i) for i in paper_ids or []]
-    sys.stdout.write(bibliography(sorted(papers, key=lambda p: p.id) if all_papers else papers))
+    papers = _selected(reg, paper_ids, all_papers)
+    sys.stdout.write(bibliography(papers, _key_format()))
 
 
 @command("validate")
@@ -262,13 +309,7 @@ def fetch(
     from papercli.library import fetch_papers
 
     reg = _registry()
-    if all_papers == bool(paper_ids):
-        raise UsageError("give paper ids or --all (not both)")
-    papers = (
-        sorted(reg.papers, key=lambda p: p.id)
-        if all_papers
-        else [reg.get(i) for i in paper_ids or []]
-    )
+    papers = _selected(reg, paper_ids, all_papers)
     client = Client()
     with render.download_progress() as progress:
         results = fetch_papers(papers, client, pdf=pdf, force=force, progress=progress)
@@ -288,8 +329,12 @@ def fetch(
 @command("add")
 def add(
     arxiv_id: Annotated[
-        str, typer.Argument(metavar="ARXIV_ID_OR_URL", help="2010.11929, arXiv:…, an abs/pdf URL.")
-    ],
+        str | None,
+        typer.Argument(metavar="[ARXIV_ID_OR_URL]", help="2010.11929, arXiv:…, an abs/pdf URL."),
+    ] = None,
+    doi: Annotated[
+        str | None, typer.Option("--doi", help="Add by DOI from Crossref instead of arXiv.")
+    ] = None,
     field: Annotated[
         Field | None,
         typer.Option("--field", "-f", help="Field (default: from the arXiv category)."),
@@ -301,19 +346,187 @@ def add(
         list[str] | None, typer.Option("--tag", "-t", help="A tag; repeat for more.")
     ] = None,
 ) -> None:
-    """Add a paper from arXiv to your own registry."""
-    from papercli.arxiv import Client
-    from papercli.library import add_from_arxiv
+    """Add a paper from arXiv (or Crossref, with --doi) to your own registry."""
+    if (arxiv_id is None) == (doi is None):
+        raise UsageError("give an arXiv id or --doi (one of them)")
+    _key_format()
+    reg = _registry()
+    if doi is not None:
+        from papercli import crossref
+        from papercli.library import create_paper
 
-    path = add_from_arxiv(
-        arxiv_id,
-        Client(),
-        _registry(),
-        field=field.value if field else None,
-        slug=slug,
-        tags=tags or [],
-    )
+        norm = crossref.normalize_doi(doi)
+        for p in reg.papers:
+            if p.doi and p.doi.lower() == norm:
+                raise UsageError(f"DOI {norm} is already in the registry as '{p.id}'")
+        work = crossref.fetch_work(norm)
+        data = crossref.registry_data(work, field=field.value if field else None, tags=tags or [])
+        header = f"# Added by papercli from Crossref, DOI {norm}; edit freely.\n"
+        path = create_paper(
+            data, reg, slug=slug, header=header, what=f"Crossref's record for {norm}"
+        )
+    else:
+        from papercli.arxiv import Client
+        from papercli.library import add_from_arxiv
+
+        path = add_from_arxiv(
+            arxiv_id,
+            Client(),
+            reg,
+            field=field.value if field else None,
+            slug=slug,
+            tags=tags or [],
+        )
     render.info(f"added {path.stem}: {path}")
+
+
+@command("import")
+def import_bibtex(
+    bib_file: Annotated[Path, typer.Argument(metavar="FILE.bib", help="A BibTeX file.")],
+    field: Annotated[
+        Field, typer.Option("--field", "-f", help="Field of the papers added.")
+    ] = Field.general,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="A tag for every paper added.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import a BibTeX file: arXiv ids recognised, duplicates merged, a report of what happened."""
+    from papercli.bibimport import import_bib
+
+    _key_format()
+    report = import_bib(bib_file, _registry(), field_name=field.value, tags=tags or [])
+    if as_json:
+        render.print_json(report.to_dict())
+        return
+    rows = [("added", a["key"], a["id"]) for a in report.added]
+    rows += [("merged", m["key"], f"into {m['into']} ({m['why']})") for m in report.merged]
+    rows += [("skipped", s["key"], s["why"]) for s in report.skipped]
+    render.table(("result", "entry", "detail"), rows, styles=("bold", "cyan", None))
+    render.info(
+        f"{len(report.added)} added, {len(report.merged)} merged, {len(report.skipped)} skipped"
+    )
+
+
+# ----------------------------------------------------------------------------- your library
+@command("tag", context_settings={"ignore_unknown_options": True})
+def tag(
+    paper_id: PaperId,
+    changes: Annotated[
+        list[str], typer.Argument(metavar="+TAG|-TAG...", help="+a adds, -b removes.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tags as JSON.")] = False,
+) -> None:
+    """Add and remove tags: `papercli tag resnet +read -todo`."""
+    from papercli.edits import change_tags, parse_tag_changes
+
+    add_tags, remove_tags = parse_tag_changes(changes)
+    paper = _registry().get(paper_id)
+    new, path, override = change_tags(paper, add_tags, remove_tags)
+    if as_json:
+        render.print_json({"id": new.id, "tags": new.tags, "file": str(path), "override": override})
+        return
+    if override:
+        render.info(f"'{new.id}' is a bundled paper: copied it to {path} as your override")
+    render.info(f"{new.id}: tags {', '.join(new.tags) or '(none)'}")
+
+
+@command("note")
+def note(paper_id: PaperId) -> None:
+    """Open the paper's Markdown notes in your editor; `show` and `summary` print them."""
+    from papercli.notes import edit_notes
+
+    path, what = edit_notes(_registry().get(paper_id))
+    render.info(f"notes {what}: {path}" if what != "empty" else f"notes removed (empty): {path}")
+
+
+@command("edit")
+def edit(paper_id: PaperId) -> None:
+    """Open the paper's YAML in your editor; saved only if it still validates."""
+    from papercli.edits import edit_file
+    from papercli.notes import run_editor
+
+    path, what = edit_file(_registry().get(paper_id), run_editor)
+    render.info(f"{what}: {path}")
+
+
+@command("rm")
+def remove(
+    paper_id: PaperId,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was removed as JSON.")
+    ] = False,
+) -> None:
+    """Remove a paper of your own registry (bundled papers cannot be removed)."""
+    from papercli.edits import remove as remove_paper
+
+    reg = _registry()
+    paper = reg.get(paper_id)
+    path = remove_paper(paper)
+    bundled = _bundled_file(paper.id)  # removing an override brings the bundled paper back
+    if as_json:
+        render.print_json(
+            {"id": paper.id, "removed": str(path), "bundled": str(bundled) if bundled else None}
+        )
+        return
+    render.info(f"removed {paper.id}: {path}")
+    if bundled:
+        render.info(f"that was your override: the bundled '{paper.id}' ({bundled}) is back")
+
+
+def _bundled_file(paper_id: str) -> Path | None:
+    from papercli import paths
+
+    path = paths.bundled_registry() / f"{paper_id}.yaml"
+    return path if path.is_file() else None
+
+
+@command("export")
+def export_papers(
+    paper_ids: PaperIds = None,
+    all_papers: Annotated[bool, typer.Option("--all", help="Export every paper.")] = False,
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-F", help="Output format.")
+    ] = ExportFormat.bibtex,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (atomically).")
+    ] = None,
+) -> None:
+    """Export papers as BibTeX, BibLaTeX, CSL-JSON or JSON."""
+    from papercli.export import export
+    from papercli.paths import atomic_write_text
+
+    reg = _registry()
+    papers = _selected(reg, paper_ids, all_papers)
+    text = export(papers, fmt.value, _key_format())
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        atomic_write_text(output, text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    render.info(f"wrote {len(papers)} paper(s) to {output}")
+
+
+@command("config")
+def show_config(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Where the config file is, and every setting with where its value comes from."""
+    from papercli import config
+
+    path = config.config_path()
+    values = config.effective()
+    if as_json:
+        render.print_json({"file": str(path), "exists": path.is_file(), "settings": values})
+        return
+    render.info(f"config file: {path}" + ("" if path.is_file() else " (not created yet)"))
+    render.table(
+        ("setting", "value", "from"),
+        [(k, v["value"], v["source"]) for k, v in values.items()],
+        styles=("cyan", None, "dim"),
+    )
 
 
 @command("path")

@@ -13,6 +13,7 @@ from papercli.arxiv import ArxivError, Client, Entry
 from papercli.errors import UsageError, preview
 from papercli.registry import (
     ARXIV_EXAMPLES,
+    DOI_RE,
     SLUG_RE,
     Paper,
     Registry,
@@ -145,7 +146,23 @@ def add_from_arxiv(
     entry = next(iter(found.values()), None)
     if entry is None:
         raise UsageError(f"arXiv has no paper with id '{arxiv_id}{version or ''}'")
-    new_id = slug or propose_slug(entry.title)
+    data = registry_data(entry, field=field, tags=tags or [])
+    header = f"# Added by papercli from arXiv {entry.arxiv_id}{entry.version}; edit freely.\n"
+    if entry.journal_ref:  # free text: the structured venue (docs/guide.md) is for a person to fill
+        header += f"# arXiv journal_ref: {' '.join(entry.journal_ref.split())}\n"
+    target = create_paper(
+        data,
+        registry,
+        slug=slug,
+        header=header,
+        what=f"arXiv's record for {arxiv_id}{version or ''}",
+    )
+    cache.write_metadata(target.stem, entry.to_dict())
+    return target
+
+
+def check_new_id(new_id: str, registry: Registry) -> Path:
+    """The user-registry file for a new paper id; refuses a bad slug or one already in use."""
     if not SLUG_RE.match(new_id):
         raise UsageError(
             f"--id '{preview(new_id)}' is not a slug (lowercase letters, digits and '-')"
@@ -162,25 +179,60 @@ def add_from_arxiv(
     target = paths.user_registry() / f"{new_id}.yaml"
     if target.exists():
         raise UsageError(f"{target} already exists")
-    text = registry_yaml(new_id, entry, field=field, tags=tags or [])
-    _, problems = check_text(text, target)  # never write a file that `validate` would reject
-    if problems:
-        first = problems[0]
-        raise ArxivError(
-            f"arXiv's record for {arxiv_id}{version or ''} does not make a valid registry entry "
-            f"({first.field + ': ' if first.field else ''}{first.message}); nothing was written"
-        )
-    paths.atomic_write_text(target, text)
-    cache.write_metadata(new_id, entry.to_dict())
     return target
 
 
-def registry_yaml(paper_id: str, entry: Entry, *, field: str | None, tags: list[str]) -> str:
+def taken_keys(registry: Registry, fmt: str) -> set[str]:
+    from papercli.bibtex import cite_key
+
+    return {cite_key(p, fmt) for p in registry.papers}
+
+
+def create_paper(
+    data: dict,
+    registry: Registry,
+    *,
+    slug: str | None,
+    header: str,
+    what: str,
+    taken: set[str] | None = None,
+) -> Path:
+    """Write a new paper to the user registry: its id (`slug`, else from the title), a citation
+    key in the configured format unless `data` has one, validated before anything is written."""
     import yaml
 
+    from papercli import config
+    from papercli.bibtex import new_key
+
+    target = check_new_id(slug or propose_slug(data["title"]), registry)
+    data = {"id": target.stem, **{k: v for k, v in data.items() if k != "id"}}
+
+    def render(values: dict) -> str:
+        clean = {k: v for k, v in values.items() if v is not None}
+        return header + yaml.safe_dump(clean, sort_keys=False, allow_unicode=True, width=100)
+
+    paper, problems = check_text(render(data), target)  # never write what `validate` rejects
+    if problems:
+        first = problems[0]
+        raise ArxivError(
+            f"{what} does not make a valid registry entry "
+            f"({first.field + ': ' if first.field else ''}{first.message}); nothing was written"
+        )
+    assert paper is not None
+    if not data.get("citekey"):
+        fmt = config.get("citekey_format")
+        keys = taken if taken is not None else taken_keys(registry, fmt)
+        data["citekey"] = new_key(paper, fmt, keys)
+    if taken is not None:
+        taken.add(data["citekey"])  # the caller adds more papers: keep their keys unique
+    paths.atomic_write_text(target, render(data))
+    return target
+
+
+def registry_data(entry: Entry, *, field: str | None, tags: list[str]) -> dict:
+    """A registry entry (without id) from arXiv's record."""
     year = int(entry.published[:4]) if entry.published[:4].isdigit() else 0
-    data = {
-        "id": paper_id,
+    return {
         "title": entry.title,
         "authors": [a.name for a in entry.authors],
         "year": year,
@@ -194,9 +246,5 @@ def registry_yaml(paper_id: str, entry: Entry, *, field: str | None, tags: list[
         "summary": f"(arXiv abstract) {entry.abstract}",
         "key_points": [],
         "claims": [],
+        "doi": entry.doi if entry.doi and DOI_RE.match(entry.doi) else None,
     }
-    data = {k: v for k, v in data.items() if v is not None}
-    header = f"# Added by papercli from arXiv {entry.arxiv_id}{entry.version}; edit freely.\n"
-    if entry.journal_ref:  # free text: the structured venue (docs/guide.md) is for a person to fill
-        header += f"# arXiv journal_ref: {' '.join(entry.journal_ref.split())}\n"
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

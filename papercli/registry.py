@@ -50,6 +50,8 @@ ARXIV_VERSIONED_RE = re.compile(
     r"|[a-z]+(?:-[a-z]+)*(?:\.[A-Z]{2})?/(?P<old>\d{4})\d{3})(?P<version>v[1-9]\d*)?$"
 )
 ARXIV_EXAMPLES = "2010.11929, 2010.11929v2, hep-ex/0406020, arXiv:…, or an arxiv.org abs/pdf URL"
+DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
+CITEKEY_RE = re.compile(r"^[A-Za-z0-9_:.+-]+$")  # what BibTeX and biber accept in a key
 DATE_RE = re.compile(r"^\d{4}-\d{2}(?:-\d{2})?$")
 URL_KEYS = ("abs", "pdf", "code", "blog", "project")
 CHECK_OPS = (">=", ">", "<=", "<", "==")
@@ -162,6 +164,8 @@ class Paper:
     aliases: list[str] = field(default_factory=list)
     arxiv: str | None = None
     arxiv_category: str = ""
+    doi: str = ""
+    citekey: str = ""  # stored by add/import; empty: derived from the configured format
     urls: dict[str, str] = field(default_factory=dict)
     key_points: list[str] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
@@ -183,6 +187,8 @@ class Paper:
             "aliases": list(self.aliases),
             "arxiv": self.arxiv,
             "arxiv_category": self.arxiv_category,
+            "doi": self.doi,
+            "citekey": self.citekey,
             "urls": dict(self.urls),
             "summary": self.summary,
             "key_points": list(self.key_points),
@@ -478,12 +484,24 @@ SCHEMA: dict[str, tuple[bool, Callable[[str, object], Any]]] = {
     "aliases": (False, _str_list),
     "arxiv": (False, _arxiv),
     "arxiv_category": (False, _str),
+    "doi": (False, lambda n, v: _pattern(n, v, DOI_RE, "a DOI (10.NNNN/…)")),
+    "citekey": (
+        False,
+        lambda n, v: _pattern(n, v, CITEKEY_RE, "a citation key ([A-Za-z0-9_:.+-])"),
+    ),
     "urls": (False, lambda n, v: _str_map(n, v, URL_KEYS)),
     "summary": (True, _str),
     "key_points": (False, _str_list),
     "claims": (False, lambda n, v: _list_of(n, v, _claim)),
     "reproduce": (False, _reproduce),
 }
+
+
+def _pattern(name: str, value: object, pattern: re.Pattern[str], what: str) -> str:
+    text = _str(name, value).strip()
+    if not pattern.match(text):
+        raise _Problem(name, f"'{preview(text)}' is not {what}")
+    return text
 
 
 def _int(name: str, value: object) -> int:
@@ -720,7 +738,7 @@ def _is_registry_file(name: str) -> bool:
 
 # Parsing YAML costs ~250 us a file; the SQLite index (papercli.index) keeps each valid file's
 # paper, checked against the file's (mtime, size, hash). Bump when Paper.to_dict changes.
-_CACHE_FORMAT = 8  # 8: the SQLite index replaces the marshal file
+_CACHE_FORMAT = 9  # 8: doi, citekey; 9: the SQLite index replaces the marshal file
 
 
 _INDEXES: dict[Path, Any] = {}

@@ -187,3 +187,21 @@ def test_weight_decay_groups_skip_biases_norms_and_named_parameters():
     skipped = {names[id(p)] for p in no_decay["params"]}
     assert {"pos_embed", "cls_token", "norm.weight", "head.bias"} <= skipped
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(vit.parameters()))
+
+
+def test_checkpoint_round_trip_has_no_name_collisions_and_refuses_odd_keys(tmp_path):
+    from papercli.reproduce.checkpoint import CheckpointError, save
+
+    path = tmp_path / "c.safetensors"
+    tied = torch.ones(3)
+    state = {0: torch.zeros(2), "0": torch.ones(2), "a/b": torch.full((1,), 5.0),
+             "a": {"b": torch.full((1,), 7.0)}, "tied": [tied, tied], "x": (1.5, None, True)}  # fmt: skip
+    save(path, state)
+    back = load_checkpoint(path)
+    assert torch.equal(back[0], torch.zeros(2)) and torch.equal(back["0"], torch.ones(2))
+    assert back["a/b"].item() == 5.0 and back["a"]["b"].item() == 7.0
+    assert torch.equal(back["tied"][1], tied) and back["x"] == (1.5, None, True)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match=r"cannot store a tuple key.*is intact"):
+        save(path, {("a", 1): torch.zeros(1)})
+    assert path.read_bytes() == before

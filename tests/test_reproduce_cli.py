@@ -25,7 +25,7 @@ id: {id}
 title: "Tiny digits {id}"
 authors: [Ada Lovelace]
 year: 2021
-date: "2021-03"
+date: "2021-01"
 field: vision
 aliases: [{alias}]
 arxiv: "{arxiv}"
@@ -210,7 +210,7 @@ def test_resume_of_a_finished_run_without_result_reevaluates_to_the_same_verdict
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_to_papercli_reaches_training_and_leaves_no_orphan(tiny_papers, tmp_path, sig, code):
     out = tmp_path / f"sig{code}"
-    proc = start("reproduce", "tiny-a", "--steps", "400", "--set", "sleep=0.05", "--out", str(out))
+    proc = start("reproduce", "tiny-a", "--steps", "100", "--set", "sleep=0.05", "--out", str(out))
     wait_for(evals_done(out))
     assert processes_mentioning(str(out))  # the training process is running
     proc.send_signal(sig)  # to papercli's own PID, not its process group
@@ -219,7 +219,7 @@ def test_signal_to_papercli_reaches_training_and_leaves_no_orphan(tiny_papers, t
     assert "interrupted at step" in err and "Traceback" not in err
     assert processes_mentioning(str(out)) == []
     assert (
-        papercli("reproduce", "tiny-a", "--resume", "--out", str(out), "--steps", "400").returncode
+        papercli("reproduce", "tiny-a", "--resume", "--out", str(out), "--steps", "100").returncode
         == 0
     )
 
@@ -241,7 +241,7 @@ def test_sigterm_under_torchrun_stops_every_worker(tiny_papers, tmp_path):
 # ----------------------------------------------------------------------------- 5. run lock
 def test_second_run_into_the_same_directory_is_refused_naming_the_holder(tiny_papers, tmp_path):
     out = tmp_path / "busy"
-    first = start("reproduce", "tiny-a", "--steps", "400", "--set", "sleep=0.05", "--out", str(out))
+    first = start("reproduce", "tiny-a", "--steps", "100", "--set", "sleep=0.05", "--out", str(out))
     try:
         wait_for(evals_done(out))
         config = (out / "config.yaml").read_text()
@@ -262,6 +262,13 @@ def test_a_stale_lock_of_a_dead_process_is_recovered(tiny_papers, tmp_path):
 
 
 # ----------------------------------------------------------------------------- 6. bad input
+def test_a_fresh_run_into_an_old_directory_keeps_nothing_of_the_old_run(finished):
+    proc = papercli("reproduce", "tiny-a", "--out", str(finished), "--set", "nan_at=3")
+    assert proc.returncode == 3, proc.stderr
+    assert "no checkpoint was written" in proc.stderr  # not the earlier run's checkpoint
+    assert not (finished / "checkpoint.safetensors").exists()
+
+
 def test_out_pointing_at_a_file(tiny_papers, tmp_path):
     target = tmp_path / "a-file"
     target.write_text("keep me")
@@ -386,6 +393,9 @@ def test_a_torn_last_metrics_line_is_tolerated_on_resume(tiny_papers, tmp_path):
         (("--set", "holdout=2"), "holdout must be > 0 and < 1, got 2.0"),
         (("--set", "ema_decay=1.5"), "ema_decay must be >= 0 and < 1"),
         (("--set", "batch_size=30", "--procs", "4"), "cannot be split into 4 process(es)"),
+        (("--batch-size", "4096", "--steps", "1"), "larger than the 1438 training samples"),
+        (("--epochs", "nan"), "--epochs must be a finite number"),
+        (("--epochs", "0"), "--epochs must be more than 0"),
     ],
 )
 def test_bad_settings_fail_when_the_config_is_built(tiny_papers, tmp_path, args, needle):

@@ -116,6 +116,17 @@ DATASETS: dict[str, DatasetSpec] = {
             test_size=50_000,
             how_to_get="--data PATH to an ImageNet-style folder (not downloadable)",
         ),
+        DatasetSpec(
+            name="plays",
+            description="Shakespeare's 38 plays (5.0M characters), 6 held out, one per genre",
+            kind="text",
+            shape=(),
+            loader="papercli.data.plays:corpus",
+            train_size=32,
+            test_size=6,
+            offline=True,
+            how_to_get="shipped inside papercli (papercli/data/files/plays.tar.xz): reinstall",
+        ),
     )
 }
 

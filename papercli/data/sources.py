@@ -43,3 +43,11 @@ def digits() -> Status:
 
 def needs_path(name: str, how_to_get: str) -> Status:
     return Status(False, f"{name} is not bundled: {how_to_get}")
+
+
+def plays() -> Status:
+    from papercli.data.plays import ARCHIVE
+
+    if not ARCHIVE.is_file():
+        return Status(False, f"missing: {ARCHIVE} (reinstall papercli)")
+    return Status(True, str(ARCHIVE))

@@ -17,7 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-FAMILIES = ("papercli.models.resnet", "papercli.models.vit", "papercli.models.unet")
+FAMILIES = (
+    "papercli.models.resnet",
+    "papercli.models.vit",
+    "papercli.models.unet",
+    "papercli.models.transformer",
+)
 
 
 @dataclass(frozen=True)

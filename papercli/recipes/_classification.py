@@ -15,7 +15,7 @@ from torch import nn
 from papercli.data import registry as datasets
 from papercli.data.transforms import normalize, pad_crop_flip
 from papercli.metrics.classification import correct, cross_entropy_sum
-from papercli.reproduce.config import fraction
+from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import Recipe, TrainConfig
 
 Dataset = Literal["fashion-mnist", "digits", "cifar10", "imagenet"]
@@ -24,12 +24,12 @@ Dataset = Literal["fashion-mnist", "digits", "cifar10", "imagenet"]
 @dataclass
 class ClassificationConfig(TrainConfig):
     dataset: Dataset = "fashion-mnist"
-    image_size: int = 0  # 0 = native; else resample (in-memory sets) or crop size (folders)
+    image_size: int = bounded(0, ge=0)  # 0 = native; else resample (in memory) or crop (folders)
     augment: bool = True
     label_smoothing: float = fraction(0.0)
-    eval_train_samples: int = 5000  # fixed training subset for training-loss curves
-    eval_test_samples: int = 0  # 0 = the whole test set
-    workers: int = 8  # DataLoader processes for image folders
+    eval_train_samples: int = bounded(5000, ge=1)  # fixed training subset for loss curves
+    eval_test_samples: int = bounded(0, ge=0)  # 0 = the whole test set
+    workers: int = bounded(8, ge=0)  # DataLoader processes for image folders
 
 
 def load_in_memory(name: str, data_path) -> dict[str, torch.Tensor]:

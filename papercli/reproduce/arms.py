@@ -11,5 +11,10 @@ from torch import nn
 class Arms(nn.ModuleDict):
     """A dict of models; `forward(x)` returns each arm's output."""
 
+    def __init__(self, arms: dict[str, nn.Module]):
+        if not arms:
+            raise ValueError("no arms to train (the list of arms is empty)")
+        super().__init__(arms)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return {name: model(x) for name, model in self.items()}

@@ -32,25 +32,29 @@ class CheckpointError(PapercliError):
 
 
 # ----------------------------------------------------------------------------- nested <-> flat
-def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor], seen: dict[int, str]) -> Any:
+def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor], seen: set[int]) -> Any:
+    """Tensors are named by their order (t0, t1, …), so no two paths can collide."""
     if isinstance(obj, torch.Tensor):
         t = obj.detach()
         if t.device.type != "cpu":
             t = t.cpu()
         t = t.contiguous()
-        key = path or "_"
-        if t.untyped_storage().data_ptr() in seen and t.numel():  # shared (tied) tensors: copy
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel():  # shared (tied) tensors: store a copy
             t = t.clone()
         if t.numel():
-            seen[t.untyped_storage().data_ptr()] = key
+            seen.add(ptr)
+        key = f"t{len(tensors)}"
         tensors[key] = t
         return {"__tensor__": key}
     if isinstance(obj, dict):
+        for k in obj:
+            if not isinstance(k, str | int) or isinstance(k, bool):
+                raise TypeError(
+                    f"cannot store a {type(k).__name__} key at '{path}' in a checkpoint"
+                )
         return {
-            "__dict__": [
-                [k, _flatten(v, f"{path}/{k}" if path else str(k), tensors, seen)]
-                for k, v in obj.items()
-            ]
+            "__dict__": [[k, _flatten(v, f"{path}/{k}", tensors, seen)] for k, v in obj.items()]
         }
     if isinstance(obj, tuple):
         return {"__tuple__": [_flatten(v, f"{path}/{i}", tensors, seen) for i, v in enumerate(obj)]}
@@ -79,11 +83,11 @@ def save(path: Path, state: dict[str, Any]) -> None:
     is untouched and the error says so."""
     from safetensors.torch import save_file
 
-    tensors: dict[str, torch.Tensor] = {}
-    skeleton = _flatten(state, "", tensors, {})
-    header = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(skeleton)}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        tensors: dict[str, torch.Tensor] = {}
+        skeleton = _flatten(state, "", tensors, set())
+        header = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(skeleton)}
         save_file(tensors, str(tmp), metadata=header)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
@@ -119,17 +123,17 @@ def load(path: Path) -> dict[str, Any]:
             if meta.get("format") != FORMAT:
                 raise CheckpointError(f"{path} is a safetensors file but not a papercli checkpoint")
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
-        skeleton = json.loads(meta["state"])
+        state = _unflatten(json.loads(meta["state"]), tensors)
     except CheckpointError:
         raise
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"{path} is not a readable papercli checkpoint ({_reason(exc)}): truncated, corrupted "
             "or of another format; it was not loaded"
         ) from None
     if int(meta.get("version", "0")) > VERSION:
         raise CheckpointError(f"{path} was written by a newer papercli; upgrade to resume it")
-    return _unflatten(skeleton, tensors)
+    return state
 
 
 def _reason(exc: BaseException) -> str:

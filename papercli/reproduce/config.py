@@ -137,6 +137,8 @@ def validate(cfg: Any, prefix: str = "") -> None:
             for k, v in value.items():
                 if dataclasses.is_dataclass(v):
                     validate(v, f"{name}.{k}.")
+        if isinstance(value, float) and value != value:  # NaN passes every comparison below
+            raise UsageError(f"{name} must be a number, got nan")
         bounds = f.metadata.get("range")
         if bounds is None or value is None:
             continue

@@ -29,11 +29,10 @@ from papercli.reproduce.catalog import recipe_names
 from papercli.reproduce.lock import HELD_ENV, LOCK_NAME, RunLock
 from papercli.reproduce.options import RunOptions
 from papercli.reproduce.runs import (
-    CHECKPOINT,
     latest_run,
     new_run_dir,
     prepare_run_dir,
-    read_config,
+    resume_options,
 )
 
 # import name -> what it is, for the training half of papercli (pyproject's `train` extra)
@@ -135,23 +134,11 @@ def resolve_run_dir(paper: Paper, opts: RunOptions) -> Path:
     return new_run_dir(paper.id)
 
 
-def resume_options(paper: Paper, opts: RunOptions, run_dir: Path) -> RunOptions:
-    """The options of the run being resumed; nothing is written when there is nothing to resume."""
-    recorded = read_config(run_dir)
-    if recorded is None or not (run_dir / CHECKPOINT).is_file():
-        raise UsageError(
-            f"--resume: no resumable run in {run_dir} (it needs config.yaml and {CHECKPOINT})"
-        )
-    if recorded.get("paper") not in (None, paper.id):
-        raise UsageError(f"--resume: {run_dir} is a run of '{recorded['paper']}', not '{paper.id}'")
-    if "options" not in recorded:
-        raise UsageError(f"--resume: {run_dir} was written by an older papercli and cannot resume")
-    return opts.merge_for_resume(recorded["options"], run_dir)
-
-
-def _set_parent_death_signal() -> None:
-    """In the child, before exec: if papercli itself is killed (even -9), send this process
-    SIGTERM so that it checkpoints and stops instead of training on as an orphan (Linux)."""
+def set_parent_death_signal() -> None:
+    """If this process's parent dies (even by kill -9), send this process SIGTERM, so that it
+    checkpoints and stops instead of training on as an orphan (Linux; elsewhere a no-op)."""
+    if sys.platform != "linux":
+        return
     try:
         import ctypes
 
@@ -160,16 +147,27 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def run(command: list[str], run_dir: Path) -> int:
+def _child_setup() -> None:
+    """In the training process, before exec: default signal dispositions (a papercli started
+    with `&` inherits SIGINT ignored, which would make Ctrl-C forwarding useless), and SIGTERM
+    when papercli dies."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    set_parent_death_signal()
+
+
+def run(command: list[str], lock: RunLock) -> int:
     """Run the training process group in the foreground and return its exit code, or 130/143
     when papercli was interrupted. SIGINT/SIGTERM are forwarded to the whole group; a second one
-    is forwarded too (the recipe then stops at once)."""
-    env = {**os.environ, HELD_ENV: str(run_dir)}
+    is forwarded too (the recipe then stops at once). The locked run-directory descriptor is
+    inherited, so the lock stays held while training runs, even if papercli is killed."""
+    env = {**os.environ, HELD_ENV: str(lock.run_dir)}
     proc = subprocess.Popen(
         command,
         env=env,
         start_new_session=True,  # its own process group: we decide what reaches it
-        preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+        preexec_fn=_child_setup,
+        pass_fds=(lock.fd,),
     )
     received: list[int] = []
 
@@ -227,7 +225,7 @@ def reproduce(paper: Paper, registry: Registry, opts: RunOptions) -> tuple[int, 
     module = recipe_module(paper, registry)
     run_dir = resolve_run_dir(paper, opts)
     if opts.resume:
-        opts = resume_options(paper, opts, run_dir)
+        opts = resume_options(paper.id, opts, run_dir)
     gpu = opts.gpu or opts.gpus > 1
     world = (opts.gpus if gpu else opts.procs) * opts.nnodes
     if world > 1:  # settle config errors in one process, before torchrun multiplies them
@@ -235,8 +233,8 @@ def reproduce(paper: Paper, registry: Registry, opts: RunOptions) -> tuple[int, 
         dry_run(build_command(module, paper.id, probe, None), world)
     created = not run_dir.exists()
     prepare_run_dir(run_dir)
-    with RunLock(run_dir):
-        code = run(build_command(module, paper.id, opts, run_dir), run_dir)
+    with RunLock(run_dir) as lock:
+        code = run(build_command(module, paper.id, opts, run_dir), lock)
     if created and {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
         shutil.rmtree(run_dir, ignore_errors=True)  # refused before it wrote anything: no trace
         return code, None

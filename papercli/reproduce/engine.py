@@ -25,6 +25,7 @@ from papercli import paths
 from papercli.errors import PapercliError, UsageError
 from papercli.reproduce import checkpoint, claims, journal
 from papercli.reproduce.config import apply_overrides, to_dict, validate
+from papercli.reproduce.dispatch import set_parent_death_signal
 from papercli.reproduce.lock import RunLock, held_by_parent
 from papercli.reproduce.loop import Interrupted, NonFinite, prepare_data, train
 from papercli.reproduce.options import RunOptions
@@ -36,7 +37,7 @@ from papercli.reproduce.recipe import (
     build_model,
     steps_for_epochs,
 )
-from papercli.reproduce.runs import new_run_dir, prepare_run_dir, read_config
+from papercli.reproduce.runs import new_run_dir, prepare_run_dir, resume_options
 
 EXIT_NAN = 3
 
@@ -88,16 +89,6 @@ def _distributed_env() -> tuple[int, int, int]:
     )
 
 
-def _resume_options(opts: RunOptions, run_dir: Path) -> tuple[RunOptions, str | None]:
-    """--resume: the recorded run's options (explicit conflicting ones refused)."""
-    recorded = read_config(run_dir)
-    if recorded is None or not (run_dir / checkpoint.CHECKPOINT).is_file():
-        raise UsageError(f"--resume: no resumable run in {run_dir} (no config.yaml and checkpoint)")
-    if "options" not in recorded:
-        raise UsageError(f"--resume: {run_dir} was written by an older papercli and cannot resume")
-    return opts.merge_for_resume(recorded["options"], run_dir), recorded.get("paper")
-
-
 # ----------------------------------------------------------------------------- entry point
 def main(recipe_cls: type[Recipe], argv: list[str] | None = None) -> int:
     """Returns the process exit code; never lets a traceback reach the user."""
@@ -105,8 +96,8 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None = None) -> int:
         return _main(recipe_cls, sys.argv[1:] if argv is None else argv)
     except PapercliError as exc:
         return _error(str(exc), exc.exit_code)
-    except KeyboardInterrupt:  # a second Ctrl-C while checkpointing
-        return _error("interrupted again: stopped at once (the last checkpoint is kept)", 130)
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one while stopping
+        return _error("interrupted: stopped at once (any earlier checkpoint is kept)", 130)
     except OSError as exc:  # disk full, permissions … while writing run files
         where = f": {exc.filename}" if exc.filename else ""
         return _error(f"{exc.strerror or exc}{where}", 1)
@@ -121,12 +112,12 @@ def _main(recipe_cls: type[Recipe], argv: list[str]) -> int:
     opts = RunOptions.from_argv(argv)
     paper = RunOptions.paper_from_argv(argv) or recipe_cls.paper
     run_dir = (opts.out or new_run_dir(paper)).expanduser().absolute()
-    if opts.resume:
-        opts, recorded_paper = _resume_options(opts, run_dir)
-        if recorded_paper and recorded_paper != paper:
-            raise UsageError(f"--resume: {run_dir} is a run of '{recorded_paper}', not '{paper}'")
+    if opts.resume and not held_by_parent(run_dir):  # papercli already merged the options
+        opts = resume_options(paper, opts, run_dir)
     cfg = resolve_config(recipe_cls, opts, paper)
     rank, world, local_rank = _distributed_env()
+    if world > 1:
+        set_parent_death_signal()  # torchrun starts workers in sessions of their own
     device = _device(opts.gpu, local_rank)
     ctx = Context(
         device=device,
@@ -199,15 +190,28 @@ def _run(recipe, opts, run, run_dir, cfg, source, checks) -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     ctx.run_dir = run_dir
-    if ctx.is_main:
-        if not opts.resume:  # a resumed run keeps the config it was started with
+
+    def ready() -> None:
+        """Data loaded and model built: only now does the run directory get its files, so a
+        run refused on the way leaves nothing behind."""
+        if not ctx.is_main:
+            return
+        if not opts.resume:  # a fresh run: nothing of an earlier run in this directory survives
+            for stale in (checkpoint.CHECKPOINT, "result.json"):
+                (run_dir / stale).unlink(missing_ok=True)
             _write_config(run_dir, run, opts, cfg, source)
         if not opts.json:
             print(f"run directory: {run_dir}", file=sys.stderr, flush=True)
-    run = {**run, "torch": torch.__version__, "run_dir": str(run_dir)}
+
+    run = {**run, "torch": str(torch.__version__), "run_dir": str(run_dir)}
     try:
         outcome = train(
-            recipe, run_dir, resume=opts.resume, quiet=opts.json, recipe_name=run["recipe"]
+            recipe,
+            run_dir,
+            resume=opts.resume,
+            quiet=opts.json,
+            recipe_name=run["recipe"],
+            on_ready=ready,
         )
     except NonFinite as exc:
         message = f"loss became {exc.value} at step {exc.step + 1}"
@@ -219,6 +223,8 @@ def _run(recipe, opts, run, run_dir, cfg, source, checks) -> int:
         )
         return _error(f"{message}; training stopped, {where}", EXIT_NAN)
     except Interrupted as exc:
+        if not ctx.is_main:  # one message, from rank 0
+            return 128 + exc.signum
         return _error(
             f"interrupted at step {exc.step}; checkpoint saved — continue with "
             f"papercli reproduce {run['paper']} --resume --out {run_dir}",

@@ -2,8 +2,9 @@
 
 The kernel drops a flock when its holder dies, however it dies, so a lock left by a killed run is
 recovered by simply taking it again; the file only records the holder's PID for the error message.
-Torch-free: `papercli reproduce` takes the lock before it starts the training processes, which are
-told so through PAPERCLI_RUN_LOCK_HELD; a recipe started directly takes it itself.
+Torch-free: `papercli reproduce` takes the lock before it starts the training process, which
+inherits the locked descriptor (so the lock outlives a killed papercli) and is told so through
+PAPERCLI_RUN_LOCK_HELD; a recipe started directly takes it itself.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class RunLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    @property
+    def fd(self) -> int:
+        assert self._fd is not None, "the lock is not held"
+        return self._fd
 
     def release(self) -> None:
         if self._fd is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from papercli.errors import UsageError
 from papercli.reproduce import checkpoint, journal
 from papercli.reproduce.params import parameter_counts
 from papercli.reproduce.progress import Progress
@@ -115,6 +116,8 @@ class Trainer:
                 with self.ctx.autocast():
                     out = loss_fn(self.train_model, batch)
                 losses = out if isinstance(out, dict) else {"loss": out}
+                if not losses:
+                    raise UsageError("the recipe computed no loss (is its list of arms empty?)")
                 total = sum(losses.values()) if len(losses) > 1 else next(iter(losses.values()))
                 self._guard(step, total)
                 (total if accum == 1 else total / accum).backward()
@@ -221,8 +224,24 @@ def prepare_data(recipe: Recipe) -> None:
         recipe._data_ready = True
 
 
+def _stop_requested(flag: dict[str, int], ctx) -> int:
+    """The signal to stop on, agreed by every rank (the largest any rank saw): ranks must leave
+    the loop at the same step, or one would wait for the others in the next all-reduce."""
+    if ctx.world == 1:
+        return flag["signum"]
+    seen = torch.tensor([flag["signum"]], dtype=torch.int64)
+    torch.distributed.all_reduce(seen, op=torch.distributed.ReduceOp.MAX)
+    return int(seen.item())
+
+
 def train(
-    recipe: Recipe, run_dir: Path, *, resume: bool, quiet: bool, recipe_name: str
+    recipe: Recipe,
+    run_dir: Path,
+    *,
+    resume: bool,
+    quiet: bool,
+    recipe_name: str,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Train to `cfg.steps` (from the checkpoint when resuming); return the outcome for the
     result record. Raises NonFinite or Interrupted (after checkpointing) to stop early."""
@@ -245,6 +264,7 @@ def train(
             journal.trim(metrics_path, start_step)
     elif ctx.is_main and metrics_path.exists():
         metrics_path.unlink()
+    on_ready()
 
     train_model = wrap_for_training(model, ctx, cfg.compile)
     trainer = Trainer(recipe, model, train_model, slots)
@@ -318,15 +338,17 @@ def train(
                     save(step, elapsed_before + done, last_eval)
                     window, window_n, window_t = {}, 0, time.perf_counter()
                     trainer.units = 0
-                if flag["signum"] and step < cfg.steps:
+                signum = _stop_requested(flag, ctx)
+                if signum and step < cfg.steps:
                     save(step, elapsed_before + time.perf_counter() - t0, last_eval)
-                    raise Interrupted(step, flag["signum"])
+                    raise Interrupted(step, signum)
         finally:
             progress.close()
 
-        if not evaluated:  # resumed a run whose training had finished: evaluate its last state
-            last_eval = _evaluate(recipe, model)
         seconds = elapsed_before + time.perf_counter() - t0
+        if not evaluated:  # resumed a run whose training had finished: evaluate its last state,
+            last_eval = _evaluate(recipe, model)
+            seconds = elapsed_before  # keeping the training time it had (the verdict may use it)
         recipe.on_train_end(model)
         metrics = recipe.final_metrics(model, last_eval) if ctx.is_main else {}
         outcome: dict[str, Any] = {

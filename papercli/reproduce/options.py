@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +159,12 @@ class RunOptions:
     def check(self) -> None:
         for f in self.declared():
             value, minimum = getattr(self, f.name), f.metadata.get("minimum")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{self.flag(f)} must be a finite number, got {value}")
             if minimum is not None and value is not None and value < minimum:
                 raise UsageError(f"{self.flag(f)} must be at least {minimum:g}, got {value}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UsageError(f"--epochs must be more than 0, got {self.epochs}")
         if self.gpus > 1 and self.procs > 1:
             raise UsageError(
                 "--gpus and --procs exclude each other (GPU processes or CPU processes)"

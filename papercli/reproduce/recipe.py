@@ -92,7 +92,11 @@ class Context:
         """Sample indices of this process's micro-batch `micro` of `step`: epochs are fresh
         permutations of the `n` samples (seeded by seed and epoch); each global batch is cut into
         disjoint shards, one per (rank, micro-step)."""
-        per_epoch = max(1, n // self.global_batch)
+        if self.global_batch > n:
+            raise UsageError(
+                f"batch size {self.global_batch} is larger than the {n} training samples"
+            )
+        per_epoch = n // self.global_batch
         epoch, pos = divmod(step, per_epoch)
         if self._perm is None or self._perm[0] != (epoch, n):
             g = torch.Generator()

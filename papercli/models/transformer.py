@@ -1,0 +1,329 @@
+"""One transformer family for the language papers, built from named options (torchtune's component
+builders, nanoGPT's readability): decoder-only (GPT, GPT-2), encoder-only (BERT, RoBERTa) and
+encoder-decoder (the Transformer of Vaswani et al., T5) are the same blocks arranged differently.
+
+Options: learned or sinusoidal positions (Attention Is All You Need, Sec. 3.5), pre- or post-norm
+(the original Transformer and BERT normalise after each residual sum; GPT-2 moves LayerNorm to
+each block's input, Radford et al. 2019, Sec. 2.3), GELU or ReLU feed-forward, tied input/output
+embeddings, and a KV cache for generation. Later papers add options here (RoPE, RMSNorm, SwiGLU,
+grouped-query attention, sliding windows, mixtures of experts) rather than new copies.
+
+Attention runs through `F.scaled_dot_product_attention` (fused kernels on GPU).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    vocab_size: int = 50257
+    dim: int = 768  # d_model
+    layers: int = 12  # per stack (encoder and decoder each, for encoder-decoder)
+    heads: int = 12
+    ff_dim: int = 3072  # d_ff
+    max_len: int = 1024  # context length (learned positions)
+    arch: Literal["decoder", "encoder", "encoder-decoder"] = "decoder"
+    positions: Literal["learned", "sinusoidal"] = "learned"
+    norm: Literal["pre", "post"] = "pre"
+    activation: Literal["gelu", "relu"] = "gelu"
+    dropout: float = 0.0
+    bias: bool = True
+    tie_embeddings: bool = True  # output projection = token embedding (GPT-2; Vaswani Sec. 3.4)
+    norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+
+@dataclass
+class KVCache:
+    """Keys and values of the tokens seen so far, per decoder layer: each new token attends to
+    them instead of recomputing the whole prefix (generation costs O(n) per token, not O(n²))."""
+
+    keys: list[torch.Tensor | None] = field(default_factory=list)
+    values: list[torch.Tensor | None] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[2]
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(…)  (Vaswani et al., Sec. 3.5)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim)
+    pe[:, 0::2] = torch.sin(pos * inv)
+    pe[:, 1::2] = torch.cos(pos * inv)
+    return pe
+
+
+class Attention(nn.Module):
+    """Multi-head attention (Sec. 3.2.2): self-attention, or cross-attention to `memory`."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.heads, self.dropout = cfg.heads, cfg.dropout
+        self.q = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
+        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim, bias=cfg.bias)
+        self.out = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, heads, T, D/heads)
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        memory: torch.Tensor | None = None,
+        causal: bool = False,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        q = self._split(self.q(x))
+        k, v = (self._split(t) for t in self.kv(x if memory is None else memory).chunk(2, dim=-1))
+        if cache is not None:  # append this step's keys/values to the layer's cache
+            if cache.keys[layer] is not None:
+                k = torch.cat([cache.keys[layer], k], dim=2)
+                v = torch.cat([cache.values[layer], v], dim=2)
+            cache.keys[layer], cache.values[layer] = k, v
+        # with a cache, the new queries sit at the end: causal masking aligns them there
+        is_causal = causal and mask is None and q.shape[2] == k.shape[2]
+        if causal and not is_causal and mask is None and q.shape[2] > 1:
+            t, s = q.shape[2], k.shape[2]
+            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+        )  # fmt: skip
+        b, h, t, hd = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, h * hd))
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = act(x W1 + b1) W2 + b2  (Sec. 3.3)."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.dim, cfg.ff_dim, bias=cfg.bias)
+        self.down = nn.Linear(cfg.ff_dim, cfg.dim, bias=cfg.bias)
+        self.act = nn.GELU(approximate="tanh") if cfg.activation == "gelu" else nn.ReLU()
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.down(self.act(self.up(x))))
+
+
+class Block(nn.Module):
+    """Self-attention, (cross-attention,) feed-forward; each a residual sum, normalised before
+    (pre-norm) or after (post-norm, LayerNorm(x + Sublayer(x)) of Sec. 3.1)."""
+
+    def __init__(self, cfg: TransformerConfig, *, cross: bool = False):
+        super().__init__()
+        self.pre = cfg.norm == "pre"
+        self.attn = Attention(cfg)
+        self.cross = Attention(cfg) if cross else None
+        self.ff = FeedForward(cfg)
+        n = 3 if cross else 2
+        self.norms = nn.ModuleList(nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) for _ in range(n))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _residual(self, x: torch.Tensor, i: int, sublayer) -> torch.Tensor:
+        if self.pre:
+            return x + self.drop(sublayer(self.norms[i](x)))
+        return self.norms[i](x + self.drop(sublayer(x)))
+
+    def forward(
+        self, x, *, causal=False, mask=None, memory=None, memory_mask=None, cache=None, layer=0
+    ):
+        x = self._residual(
+            x, 0, lambda h: self.attn(h, causal=causal, mask=mask, cache=cache, layer=layer)
+        )
+        if self.cross is not None:
+            x = self._residual(x, 1, lambda h: self.cross(h, memory=memory, mask=memory_mask))
+        return self._residual(x, len(self.norms) - 1, self.ff)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        if cfg.dim % cfg.heads:
+            raise ValueError(f"dim {cfg.dim} is not divisible by {cfg.heads} heads")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        if cfg.positions == "learned":
+            self.pos = nn.Embedding(cfg.max_len, cfg.dim)
+        else:
+            self.register_buffer("pe", sinusoidal_positions(cfg.max_len, cfg.dim), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        enc = cfg.arch in ("encoder", "encoder-decoder")
+        dec = cfg.arch in ("decoder", "encoder-decoder")
+        self.encoder = nn.ModuleList(Block(cfg) for _ in range(cfg.layers)) if enc else None
+        cross = cfg.arch == "encoder-decoder"
+        self.decoder = (
+            nn.ModuleList(Block(cfg, cross=cross) for _ in range(cfg.layers)) if dec else None
+        )
+        # pre-norm stacks end with a LayerNorm (GPT-2: "an additional layer normalization was added
+        # after the final self-attention block"); post-norm blocks already end normalised
+        final = cfg.norm == "pre"
+        self.enc_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if final and enc else None
+        self.dec_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if final and dec else None
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+
+    def _init(self, m: nn.Module) -> None:
+        if isinstance(m, nn.Linear | nn.Embedding):  # N(0, 0.02), GPT-2 / BERT
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def embed_tokens(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        t = tokens.shape[1]
+        if offset + t > self.cfg.max_len:
+            raise ValueError(f"sequence of {offset + t} tokens exceeds max_len {self.cfg.max_len}")
+        x = self.embed(tokens)
+        if self.cfg.positions == "sinusoidal":
+            x = x * math.sqrt(self.cfg.dim) + self.pe[offset : offset + t]  # Sec. 3.4
+        else:
+            x = x + self.pos(torch.arange(offset, offset + t, device=tokens.device))
+        return self.drop(x)
+
+    def encode(self, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Bidirectional encoder states (B, T, D); pad_mask (B, T) True where a token is real."""
+        mask = pad_mask[:, None, None, :] if pad_mask is not None else None
+        x = self.embed_tokens(tokens)
+        for block in self.encoder:
+            x = block(x, mask=mask)
+        return self.enc_norm(x) if self.enc_norm is not None else x
+
+    def decode(
+        self,
+        tokens: torch.Tensor,
+        *,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Causal decoder states (B, T, D), attending to `memory` when there is an encoder."""
+        offset = cache.length if cache is not None else 0
+        if cache is not None and not cache.keys:
+            cache.keys = [None] * len(self.decoder)
+            cache.values = [None] * len(self.decoder)
+        mm = memory_mask[:, None, None, :] if memory_mask is not None else None
+        x = self.embed_tokens(tokens, offset)
+        for i, block in enumerate(self.decoder):
+            x = block(x, causal=True, memory=memory, memory_mask=mm, cache=cache, layer=i)
+        return self.dec_norm(x) if self.dec_norm is not None else x
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        target: torch.Tensor | None = None,
+        *,
+        pad_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits over the vocabulary. decoder: next-token logits of `tokens`; encoder: per-token
+        logits (masked-LM head); encoder-decoder: `tokens` is the source, `target` the shifted
+        target sequence."""
+        if self.cfg.arch == "decoder":
+            return self.head(self.decode(tokens, cache=cache))
+        if self.cfg.arch == "encoder":
+            return self.head(self.encode(tokens, pad_mask))
+        memory = self.encode(tokens, pad_mask)
+        return self.head(self.decode(target, memory=memory, memory_mask=pad_mask, cache=cache))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        steps: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample `steps` tokens after `prompt` (B, T) with the KV cache; top-k sampling
+        (GPT-2, Sec. 3.6 samples with k = 40); temperature 0 means greedy."""
+        if self.cfg.arch != "decoder":
+            raise ValueError("generate() is for decoder-only models")
+        cache, tokens, nxt = KVCache(), prompt, prompt
+        for _ in range(steps):
+            logits = self.forward(nxt, cache=cache)[:, -1].float()
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = logits.softmax(-1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(prompt.device)
+            tokens = torch.cat([tokens, nxt], dim=1)
+        return tokens
+
+
+# The papers' sizes. GPT-2: Radford et al. 2019, Table 2 (117M/345M/762M/1542M as reported; the
+# released models count 124M/355M/774M/1558M with tied embeddings and 1024 positions).
+# Transformer: Vaswani et al. 2017, Table 3 (base 65M, big 213M with a shared 37k BPE vocabulary).
+SIZES: dict[str, TransformerConfig] = {
+    "gpt2-small": TransformerConfig(dim=768, layers=12, heads=12, ff_dim=3072),
+    "gpt2-medium": TransformerConfig(dim=1024, layers=24, heads=16, ff_dim=4096),
+    "gpt2-large": TransformerConfig(dim=1280, layers=36, heads=20, ff_dim=5120),
+    "gpt2-xl": TransformerConfig(dim=1600, layers=48, heads=25, ff_dim=6400),
+    "transformer-base": TransformerConfig(
+        vocab_size=37000,
+        dim=512,
+        layers=6,
+        heads=8,
+        ff_dim=2048,
+        max_len=1024,
+        arch="encoder-decoder",
+        positions="sinusoidal",
+        norm="post",
+        activation="relu",
+        dropout=0.1,
+    ),
+    "transformer-big": TransformerConfig(
+        vocab_size=37000,
+        dim=1024,
+        layers=6,
+        heads=16,
+        ff_dim=4096,
+        max_len=1024,
+        arch="encoder-decoder",
+        positions="sinusoidal",
+        norm="post",
+        activation="relu",
+        dropout=0.3,
+    ),
+}
+
+
+def transformer(name: str | None = None, **overrides) -> Transformer:
+    cfg = SIZES[name] if name else TransformerConfig()
+    return Transformer(replace(cfg, **overrides))
+
+
+def _register() -> None:
+    from papercli.models import register_model
+
+    for name in SIZES:
+        paper = "gpt-2" if name.startswith("gpt2") else "transformer"
+        register_model(name, transformer, paper=paper, name=name)
+
+
+_register()

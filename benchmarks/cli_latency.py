@@ -6,8 +6,9 @@ Runs the floor `python -c "import typer, rich, yaml"` and `papercli list`, `summ
 `search` and `--help` (a fresh interpreter each run, output piped as a script would see it)
 interleaved, one of each per round, so that load from other processes hits all of them alike;
 reports each median and its ratio to the floor's. Then times `papercli list` over a generated
-registry of N papers. Targets: list/summary/show/search <= 1.15x the floor, --help <= 1.2x,
-N=10,000 < 1 s.
+registry of N papers, first run (no index) and later, and `search` over it. Targets:
+list/summary/show/search <= 1.15x the floor, --help <= 1.2x; at N=10,000 on 2 cores: first list
+< 2.5 s, later lists < 0.3 s, search < 0.2 s.
 """
 
 from __future__ import annotations
@@ -56,14 +57,13 @@ def interleaved_medians(
 
 
 def generate_registry(directory: Path, count: int) -> None:
-    """Copies of a real registry file under new ids (each a valid, distinct paper)."""
+    """Copies of a real registry file under new ids (each a valid, distinct paper; up to 49,999)."""
     template = (REPO / "registry" / "papers" / "vit.yaml").read_text(encoding="utf-8")
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         text = template.replace("id: vit\n", f"id: gen-{i:05d}\n", 1)
-        text = text.replace(
-            'arxiv: "2010.11929"', f'arxiv: "2{1 + i // 100_000:03d}.{i % 100_000:05d}"', 1
-        )
+        # arXiv ids of October 2020 (the template's date), clear of ViT's own 2010.11929
+        text = text.replace('arxiv: "2010.11929"', f'arxiv: "2010.{50_000 + i:05d}"', 1)
         text = text.replace(
             "aliases: [ViT, 16x16, vision-transformer, image-is-worth-16x16-words]",
             f"aliases: [gen{i}]",
@@ -112,13 +112,22 @@ def main() -> None:
         big_home = Path(tmp) / "big"
         generate_registry(big_home / "registry" / "papers", args.papers)
         big_env = {**os.environ, "PAPERCLI_HOME": str(big_home)}
-        cold = seconds([*papercli_cmd(), "list"], big_env)  # first run: nothing cached
-        warm = statistics.median(
-            seconds([*papercli_cmd(), "list"], big_env) for _ in range(max(3, args.runs // 3))
-        )
-        print(f"papercli list, {args.papers} papers, first run            {cold * 1000:7.1f} ms")
+        runs = max(3, args.runs // 3)
+        cold = seconds([*papercli_cmd(), "list"], big_env)  # first run: no index yet
+        warm = statistics.median(seconds([*papercli_cmd(), "list"], big_env) for _ in range(runs))
+        search = [*papercli_cmd(), "search", "attention"]
+        first_search = seconds(search, big_env)  # builds the full-text documents
+        warm_search = statistics.median(seconds(search, big_env) for _ in range(runs))
+        n = args.papers
         print(
-            f"papercli list, {args.papers} papers, median later runs    {warm * 1000:7.1f} ms  (target < 1000 ms)"
+            f"papercli list, {n} papers, first run (no index)   {cold * 1000:7.1f} ms  (target < 2500 ms)"
+        )
+        print(
+            f"papercli list, {n} papers, median later runs      {warm * 1000:7.1f} ms  (target < 300 ms)"
+        )
+        print(f"papercli search, {n} papers, first run           {first_search * 1000:7.1f} ms")
+        print(
+            f"papercli search, {n} papers, median later runs    {warm_search * 1000:7.1f} ms  (target < 200 ms)"
         )
 
 

@@ -13,8 +13,46 @@ from papercli import paths
 from papercli.registry import Paper
 
 
+def metadata_dir() -> Path:
+    return paths.cache_dir() / "arxiv"
+
+
 def metadata_path(paper_id: str) -> Path:
-    return paths.cache_dir() / "arxiv" / f"{paper_id}.json"
+    return metadata_dir() / f"{paper_id}.json"
+
+
+def fulltext_dir() -> Path:
+    return paths.cache_dir() / "fulltext"
+
+
+def fulltext_path(paper_id: str) -> Path:
+    """The text extracted from the paper's PDF (what `search` indexes)."""
+    return fulltext_dir() / f"{paper_id}.txt"
+
+
+def read_fulltext(paper_id: str) -> str:
+    try:
+        return fulltext_path(paper_id).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def extract_fulltext(paper_id: str) -> bool:
+    """Extract the text of the paper's downloaded PDF for search; False when it has none
+    (scanned pages, or a PDF pypdf cannot read: the download itself stays valid)."""
+    from pypdf import PdfReader  # lazily: only fetch needs it
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(pdf_path(paper_id))
+        text = "\n".join(page.extract_text() or "" for page in reader.pages)
+    except (PyPdfError, OSError, ValueError, KeyError, TypeError, RecursionError):
+        return False
+    text = " ".join(text.split())  # layout whitespace is noise for search
+    if not text:
+        return False
+    paths.atomic_write_text(fulltext_path(paper_id), text)
+    return True
 
 
 def pdf_path(paper_id: str) -> Path:

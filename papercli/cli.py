@@ -70,12 +70,12 @@ def _root(
     """Track machine-learning papers and reproduce their central claims."""
 
 
-def _registry():
+def _registry(light: bool = False):
     """The merged registry. A broken file does not lock anyone out: it is left out with one
     warning line on stderr, and the command goes on (exit status unchanged, see the guide)."""
     from papercli.registry import Registry
 
-    reg = Registry.load()
+    reg = Registry.load(light=light)
     for problems in reg.broken_files().values():
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         sys.stderr.write(f"papercli: warning: skipped {problems[0]}{more}\n")
@@ -159,7 +159,7 @@ def list_papers(
 
     if year is not None and since is not None:
         raise UsageError("--year and --since exclude each other")
-    papers = _registry().filter(
+    papers = _registry(light=True).filter(
         field=field.value if field else None, tag=tag, year=year, since=since
     )
     papers = sort_papers(papers, sort.value)
@@ -220,25 +220,29 @@ def show(
 
 @command("search")
 def search(
-    query: Annotated[list[str], typer.Argument(help="Words to look for.")],
+    query: Annotated[
+        list[str],
+        typer.Argument(
+            help='Words (bm25-ranked), "a phrase", prefix*, filters author:he title:… tag:… '
+            "field:… year:2017..2020 arxiv:…; a leading - negates one (then put the "
+            "query after --: search -- gan -tag:gan).",
+        ),
+    ],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most results shown.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Search titles, aliases, tags and summaries; best matches first."""
-    results = _registry().search(" ".join(query), limit=limit)
+    """Search titles, authors, abstracts, summaries, tags and the text of fetched PDFs."""
+    from papercli.search import search as run_search
+
+    text = " ".join(query)
+    hits = run_search(_registry(light=True), text, limit=limit)
     if as_json:
-        render.print_json(
-            [{"score": s, "id": p.id, "title": p.title, "year": p.year} for s, p in results]
-        )
+        render.print_json([h.to_dict() for h in hits])
         return
-    if not results:
-        render.error(f"no paper matches '{' '.join(query)}'")
+    if not hits:
+        render.error(f"no paper matches '{text}'")
         raise typer.Exit(1)
-    render.table(
-        ("score", "id", "year", "title"),
-        [(s, p.id, p.year, p.title) for s, p in results],
-        styles=("dim", "cyan", None, None),
-    )
+    render.search_results(hits)
 
 
 @command("bib")

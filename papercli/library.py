@@ -69,8 +69,16 @@ def fetch_papers(
                     )
                 except ArxivError as exc:
                     result.pdf, result.ok = f"failed: {exc}", False
+                else:
+                    _index_pdf_text(paper.id, fresh=result.pdf == "downloaded")
         results.append(result)
     return results
+
+
+def _index_pdf_text(paper_id: str, *, fresh: bool) -> None:
+    """Extract the PDF's text for `search` once (again when the PDF was downloaded anew)."""
+    if fresh or not cache.fulltext_path(paper_id).is_file():
+        cache.extract_fulltext(paper_id)
 
 
 def ensure_pdf(paper: Paper, client: Client, progress: ProgressFactory | None = None) -> Path:

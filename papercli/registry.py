@@ -736,26 +736,82 @@ def _is_registry_file(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) and not name.startswith(".")
 
 
-# Parsing YAML costs ~250 us a file; a marshal cache of validated papers, keyed by each file's
-# (mtime, size), costs ~25 us. Only changed files are parsed again. Bump when the schema changes.
-_CACHE_FORMAT = 8  # 7: venue mappings, et_al; reproduce blocks without scales/data; 8: doi, citekey
+# Parsing YAML costs ~250 us a file; the SQLite index (papercli.index) keeps each valid file's
+# paper, checked against the file's (mtime, size, hash). Bump when Paper.to_dict changes.
+_CACHE_FORMAT = 9  # 8: doi, citekey; 9: the SQLite index replaces the marshal file
 
 
-def _cache_file(directory: Path) -> Path:
-    import zlib  # crc32 is enough to name a cache file, and far cheaper to import than hashlib
-
-    key = str(directory.resolve())
-    return (
-        paths.cache_dir()
-        / "registry"
-        / f"{zlib.crc32(key.encode()):08x}-{directory.parent.name}.marshal"
-    )
+_INDEXES: dict[Path, Any] = {}
 
 
-def scan_directory(directory: Path) -> tuple[list[Paper], list[RegistryError], int]:
-    """The valid papers of one registry folder, every problem of its broken files, and the
-    number of files. Valid files come from the parse cache when unchanged; broken ones are
-    never cached, so they are read (and reported) every time."""
+def open_index():
+    """This process's connection to the index of the current PAPERCLI_HOME (None if none)."""
+    from papercli import index
+
+    where = index.index_path()
+    if where not in _INDEXES:
+        _INDEXES[where] = index.Index.open(_CACHE_FORMAT, where)
+    return _INDEXES[where]
+
+
+def drop_index() -> None:
+    """Forget this process's connection and delete the index file (it is rebuilt on use)."""
+    from papercli import index
+
+    where = index.index_path()
+    idx = _INDEXES.pop(where, None)
+    if idx is not None:
+        idx.close()
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            where.with_name(where.name + suffix).unlink(missing_ok=True)
+        except OSError:
+            pass  # no cache folder to hold one
+
+
+@dataclass(slots=True)
+class Listed:
+    """What `list` needs of a paper, read from the index without building the whole Paper
+    (claims, checks, venue: ~90% of the cost). Only `Registry.load(light=True)` makes these."""
+
+    id: str
+    title: str
+    authors: list[str]
+    year: int
+    date: str
+    field: str
+    tags: list[str]
+    aliases: list[str]
+    arxiv: str | None
+    source: str  # the file's path; a str, as building 10,000 Paths costs more than the rest
+
+
+def _check_for_index(path: Path, content: bytes | None) -> tuple[tuple[bytes, bytes] | None, list]:
+    """What the index stores of one file: its validated paper marshalled in full and light
+    (the fields of Listed, in order), or its problems."""
+    import marshal
+
+    try:
+        if content is None:  # no index, or its read failed: check_file says why it fails
+            content = path.read_bytes()
+        text = content.decode("utf-8")
+    except OSError:
+        return None, check_file(path)[1]
+    except UnicodeDecodeError as exc:
+        return None, [RegistryError(path, f"cannot read: {exc}")]
+    paper, problems = check_text(text, path)
+    if paper is None:
+        return None, problems
+    light = (*(getattr(paper, name) for name in Listed.__slots__[:-1]), str(path))
+    return (marshal.dumps(paper.to_dict()), marshal.dumps(light)), problems
+
+
+def scan_directory(
+    directory: Path, light: bool = False
+) -> tuple[list[Paper], list[RegistryError], int]:
+    """The valid papers of one registry folder (Listed ones with `light`), every problem of
+    its broken files, and the number of files. Valid files come from the index when
+    unchanged; broken ones are never stored, so they are read (and reported) every time."""
     import marshal
 
     if not directory.is_dir():
@@ -764,36 +820,23 @@ def scan_directory(directory: Path) -> tuple[list[Paper], list[RegistryError], i
         (e for e in os.scandir(directory) if _is_registry_file(e.name) and e.is_file()),
         key=lambda e: e.name,
     )
-    cache_path = _cache_file(directory)
-    cached: dict[str, tuple[int, int, dict]] = {}
+    import sqlite3  # already loaded by the index; here for its exception
+
+    idx = open_index()
     try:
-        blob = marshal.loads(cache_path.read_bytes())
-        if blob.get("format") == _CACHE_FORMAT:
-            cached = blob["files"]
-    except (OSError, EOFError, ValueError, TypeError, AttributeError):
-        pass  # no cache yet, or an unreadable one: parse everything
-    papers: list[Paper] = []
-    problems: list[RegistryError] = []
-    fresh: dict[str, tuple[int, int, dict]] = {}
-    for entry in entries:
-        st = entry.stat()
-        hit = cached.get(entry.name)
-        if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-            papers.append(Paper.from_trusted_dict(hit[2]))
-            fresh[entry.name] = hit
-            continue
-        paper, found = check_file(Path(entry.path))
-        problems += found
-        if paper is not None:
-            papers.append(paper)
-            fresh[entry.name] = (st.st_mtime_ns, st.st_size, paper.to_dict())
-    if fresh != cached:
-        try:
-            paths.atomic_write_bytes(
-                cache_path, marshal.dumps({"format": _CACHE_FORMAT, "files": fresh})
-            )
-        except OSError:
-            pass  # a read-only home only costs speed
+        if idx is None:
+            raise sqlite3.OperationalError("no index")
+        blobs, problems = idx.sync_directory(directory, entries, _check_for_index, light=light)
+    except sqlite3.OperationalError:  # no writable home, or locked: parse, as the index would
+        found = [_check_for_index(Path(e.path), None) for e in entries]
+        blobs = [pair[light] for pair, _ in found if pair is not None]
+        problems = [p for _, ps in found for p in ps]
+    except sqlite3.DatabaseError:  # damaged under us: it holds nothing the YAML lacks
+        drop_index()
+        return scan_directory(directory, light)
+    if light:
+        return [Listed(*marshal.loads(b)) for b in blobs], problems, len(entries)  # type: ignore[misc]
+    papers = [Paper.from_trusted_dict(marshal.loads(blob)) for blob in blobs]
     return papers, problems, len(entries)
 
 
@@ -805,12 +848,12 @@ def load_directory(directory: Path) -> list[Paper]:
     return papers
 
 
-def _scan(path: Path) -> tuple[list[Paper], list[RegistryError], int]:
+def _scan(path: Path, light: bool = False) -> tuple[list[Paper], list[RegistryError], int]:
     """A registry layer: a folder, or (for `validate FILE`) one file."""
     if path.is_file():
         paper, problems = check_file(path)
         return ([paper] if paper else []), problems, 1
-    return scan_directory(path)
+    return scan_directory(path, light)
 
 
 def _line_in(path: Path | None, field_name: str) -> int | None:
@@ -831,7 +874,7 @@ def duplicate_problems(papers: Iterable[Paper]) -> list[tuple[Paper, RegistryErr
     seen_arxiv: dict[str, Paper] = {}
 
     def clash(paper: Paper, field_name: str, message: str) -> None:
-        where = _line_in(paper.source, field_name)
+        where = _line_in(Path(paper.source) if paper.source else None, field_name)
         problems.append((paper, RegistryError(paper.source, message, field=field_name, line=where)))
 
     for paper in papers:
@@ -859,12 +902,14 @@ class Loaded:
     files: list[int]
 
 
-def load_layers(layers: Iterable[Path], known_recipes: Iterable[str] | None = None) -> Loaded:
+def load_layers(
+    layers: Iterable[Path], known_recipes: Iterable[str] | None = None, *, light: bool = False
+) -> Loaded:
     """Merge registry layers (a later layer's file wins by id) exactly as every command sees
     them, and collect every problem: `validate` prints them, the loader warns and serves the
     rest. A file with a problem is left out as if it were not there; a paper that clashes
     with another (id, alias, arXiv id) is left out too, and the merge is redone without it."""
-    scanned = [_scan(layer) for layer in layers]
+    scanned = [_scan(layer, light) for layer in layers]
     problems = [p for _, found, _ in scanned for p in found]
     left_out: set[Path | None] = set()
     while True:
@@ -904,9 +949,12 @@ def validate_directory(
     return loaded.files[0], loaded.problems
 
 
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
 def _squash(text: str) -> str:
     """'Flash-Attention 2' and 'flashattention2' meet here."""
-    return re.sub(r"[^a-z0-9]", "", text.lower())
+    return _NOT_ALNUM.sub("", text.lower())
 
 
 def normalize_arxiv(text: str) -> tuple[str, str | None] | None:
@@ -934,12 +982,13 @@ class Registry:
                 self._index.setdefault(paper.arxiv.lower(), paper)
 
     @classmethod
-    def load(cls, directories: Iterable[Path] | None = None) -> Registry:
+    def load(cls, directories: Iterable[Path] | None = None, *, light: bool = False) -> Registry:
         """The merged registry. Broken files do not lock anyone out: they are left out and
-        listed in `problems` (see `broken_files`)."""
+        listed in `problems` (see `broken_files`). With `light`, the papers are Listed
+        records: enough to list, filter and look up, ~10x cheaper to load."""
         if directories is None:
             directories = (paths.bundled_registry(), paths.user_registry())
-        loaded = load_layers(directories)
+        loaded = load_layers(directories, light=light)
         return cls(loaded.papers, loaded.problems)
 
     def broken_files(self) -> dict[str, list[RegistryError]]:
@@ -948,6 +997,10 @@ class Registry:
         for problem in self.problems:
             out.setdefault(problem.path, []).append(problem)
         return out
+
+    def find(self, name: str) -> Paper | None:
+        """The paper whose id or alias is `name` (case, spaces and dashes aside), if any."""
+        return self._index.get(name.strip().lower()) or self._index.get(_squash(name))
 
     def get(self, query: str) -> Paper:
         q = query.strip()
@@ -988,44 +1041,6 @@ class Registry:
         if since is not None:
             out = [p for p in out if p.year >= since]
         return out
-
-    def search(self, query: str, limit: int = 20) -> list[tuple[float, Paper]]:
-        """Rank papers for a free-text query: id/alias hits first, then title, tags, summary."""
-        terms = [t for t in re.findall(r"[a-z0-9]+", query.lower()) if t]
-        if not terms:
-            return []
-        phrase = query.lower().strip()
-        scored: list[tuple[float, Paper]] = []
-        for p in self.papers:
-            names = {p.id, *(a.lower() for a in p.aliases)}
-            title = p.title.lower()
-            title_words = set(re.findall(r"[a-z0-9]+", title))
-            tags = set(p.tags)
-            body = (p.summary + " " + " ".join(p.key_points)).lower()
-            body_words = re.findall(r"[a-z0-9]+", body)
-            score = 0.0
-            if phrase in names or _squash(phrase) in {_squash(n) for n in names}:
-                score += 20
-            if phrase in title:
-                score += 8
-            for term in terms:
-                if term in names:
-                    score += 6
-                if term in title_words:
-                    score += 4
-                elif term in title:
-                    score += 2
-                if term in tags or any(term in t for t in tags):
-                    score += 3
-                hits = body_words.count(term)
-                if hits:
-                    score += 1 + min(hits, 5) * 0.2
-            if all(t in title or t in body or t in names or t in tags for t in terms):
-                score *= 1.5  # every term present: rank above partial matches
-            if score:
-                scored.append((round(score, 2), p))
-        scored.sort(key=lambda sp: (-sp[0], -sp[1].year, sp[1].id))
-        return scored[:limit]
 
 
 def sort_papers(papers: list[Paper], key: str) -> list[Paper]:

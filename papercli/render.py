@@ -99,6 +99,32 @@ def paper_list(papers: Sequence[Paper]) -> None:
         _console().print(f"[dim]{len(papers)} papers[/dim]")
 
 
+def search_results(hits: Sequence[Any]) -> None:
+    """Ranked hits, each with its snippet; matched words bold on a terminal, *starred* in pipes."""
+    from papercli.index import HIT_END, HIT_START
+
+    if fancy():
+        from rich.markup import escape
+
+        def mark(s: str) -> str:
+            text = escape(s).replace(HIT_START, "[bold yellow]").replace(HIT_END, "[/]")
+            return f"[dim]{text}[/dim]"
+
+    else:
+
+        def mark(s: str) -> str:
+            return s.replace(HIT_START, "*").replace(HIT_END, "*")
+
+    table(
+        ("score", "id", "year", "title"),
+        [(f"{h.score:.1f}", h.paper.id, h.paper.year, h.paper.title) for h in hits],
+        styles=("dim", "cyan", None, None),
+    )
+    for h in hits:
+        if h.snippet:
+            info(f"  {h.paper.id}: {mark(h.snippet)}")
+
+
 def claims_table(paper: Paper) -> None:
     if not paper.claims:
         return

@@ -14,14 +14,15 @@ from conftest import REPO, SEEDS, VALID_PAPER, write_paper
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from papercli import paths
 from papercli.cli import app
 from papercli.errors import RegistryError, UnknownPaperError
+from papercli.index import index_path
 from papercli.registry import (
     MAX_DEPTH,
     YEARS,
     Registry,
     check_file,
+    drop_index,
     load_directory,
     load_file,
     normalize_arxiv,
@@ -198,11 +199,11 @@ def test_user_registry_overrides_bundled(user_registry):
 def test_parse_cache_follows_edits_and_survives_corruption(tmp_path):
     path = write_paper(tmp_path, "cached")
     assert load_directory(tmp_path)[0].title.startswith("A Test Paper")
-    cache_files = list((paths.cache_dir() / "registry").glob("*.marshal"))
-    assert len(cache_files) == 1
+    assert index_path().is_file()
     path.write_text(path.read_text().replace("A Test Paper", "An Edited Paper, longer"))
     assert load_directory(tmp_path)[0].title.startswith("An Edited Paper")
-    cache_files[0].write_bytes(b"\x00garbage")
+    drop_index()
+    index_path().write_bytes(b"\x00garbage" * 100)
     assert load_directory(tmp_path)[0].title.startswith("An Edited Paper")
     path.write_text("id: [broken\n")
     with pytest.raises(RegistryError):

@@ -1,0 +1,304 @@
+"""The SQLite index under $PAPERCLI_HOME: validated registry files and a full-text index.
+
+The YAML files stay the source of truth: a row is trusted only while its file's mtime and size
+match, and, when the file changed within RACY_NS of being indexed (so a same-size edit in the
+same clock tick could hide), while its content hash matches too. Deleting the index loses
+nothing. Writes happen in one transaction per sync, in WAL mode, so readers never see half an
+update and a crash mid-update leaves the previous state. A home we cannot write only costs speed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from papercli import paths
+
+FORMAT = "2"  # bump when these tables change; the registry passes its own schema version too
+RACY_NS = 2_000_000_000  # coarse file-system clocks (FAT: 2 s) tick this slowly
+# Search columns, each with its bm25 weight: a hit in the id or title counts most.
+COLUMNS = (
+    ("names", 10.0),
+    ("title", 8.0),
+    ("authors", 5.0),
+    ("tags", 5.0),
+    ("summary", 3.0),
+    ("key_points", 2.0),
+    ("abstract", 2.0),
+    ("fulltext", 1.0),
+)
+HIT_START, HIT_END = "\x02", "\x03"  # snippet markers; render turns them into highlights
+
+
+def index_path() -> Path:
+    return paths.cache_dir() / "index.sqlite3"
+
+
+def fts5_wanted() -> bool:
+    """PAPERCLI_INDEX_FTS=0 forces the plain-table fallback (builds without FTS5 use it anyway)."""
+    return os.environ.get("PAPERCLI_INDEX_FTS", "1") != "0"
+
+
+@dataclass
+class Row:
+    rowid: int
+    mtime_ns: int
+    size: int
+    digest: bytes
+    indexed_ns: int
+    data: bytes
+
+
+def content_hash(data: bytes) -> bytes:
+    import hashlib  # only when a file changed or is racy
+
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+class Index:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.fts = self._docs_table()
+
+    # ------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, schema: int, path: Path | None = None) -> Index | None:
+        """The index, created (or rebuilt, when `schema`, the version of the stored paper
+        dicts, changed) as needed; None when it cannot be opened at all."""
+        path = path or index_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL keeps commits atomic with this
+            return cls(cls._ready(conn, schema))
+        except sqlite3.OperationalError:
+            return None  # busy or locked past the timeout: this run goes without the index
+        except sqlite3.DatabaseError:
+            try:  # a damaged file: it only holds what the YAML files say, so start again
+                path.unlink(missing_ok=True)
+                conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+                return cls(cls._ready(conn, schema))
+            except (OSError, sqlite3.Error):
+                return None
+        except OSError:
+            return None
+
+    @staticmethod
+    def _ready(conn: sqlite3.Connection, schema: int) -> sqlite3.Connection:
+        want = f"{FORMAT}.{schema}:{'fts5' if fts5_wanted() else 'plain'}"
+        try:
+            found = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise  # busy, locked: never rebuild an index another process is using
+            found = None
+        if found and found[0] == want:
+            return conn
+        # WAL (a property of the file, so set once here): readers go on while one writes
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("files", "docs", "meta"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
+            conn.execute(
+                "CREATE TABLE files(rowid INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL,"
+                " dir TEXT NOT NULL, mtime_ns INTEGER, size INTEGER, digest BLOB,"
+                " indexed_ns INTEGER, data BLOB, light BLOB, doc_sig TEXT)"
+            )
+            conn.execute("CREATE INDEX files_dir ON files(dir)")
+            cols = ", ".join(name for name, _ in COLUMNS)
+            if fts5_wanted() and _has_fts5(conn):
+                conn.execute(
+                    f"CREATE VIRTUAL TABLE docs USING fts5({cols},"
+                    " tokenize='unicode61 remove_diacritics 2')"
+                )
+            else:
+                conn.execute(f"CREATE TABLE docs(rowid INTEGER PRIMARY KEY, {cols})")
+            conn.execute("INSERT INTO meta VALUES('format', ?)", (want,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return conn
+
+    def _docs_table(self) -> bool:
+        sql = self.conn.execute("SELECT sql FROM sqlite_master WHERE name='docs'").fetchone()
+        return bool(sql) and "fts5" in sql[0].lower()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------------- registry files
+    def sync_directory(
+        self,
+        directory: Path,
+        entries: list[os.DirEntry],
+        check: Callable[[Path, bytes | None], tuple[tuple[bytes, bytes] | None, list]],
+        *,
+        light: bool = False,
+    ) -> tuple[list[bytes], list]:
+        """The stored paper of every file in `entries` (checked again where it changed), and
+        every problem of the broken ones. `check(path, content)` returns the paper, marshalled
+        in full and in its light form (what a listing needs: far cheaper to load), or None
+        with its problems; `light` picks which is returned. Broken files are never stored, so
+        they are reported each run. Stale rows are replaced and rows of vanished files dropped
+        in one transaction."""
+        key = str(directory)
+        rows = {
+            path: Row(*rest)
+            for path, *rest in self.conn.execute(
+                "SELECT path, rowid, mtime_ns, size, digest, indexed_ns,"
+                f" {'light' if light else 'data'} FROM files WHERE dir=?",
+                (key,),
+            )
+        }
+        now = time.time_ns()
+        out: list[bytes] = []
+        problems: list = []
+        upserts: list[tuple] = []
+        touched: list[tuple] = []
+        gone: list[int] = []
+        for entry in entries:
+            st = entry.stat()
+            row = rows.pop(entry.path, None)
+            same_stat = row is not None and (row.mtime_ns, row.size) == (st.st_mtime_ns, st.st_size)
+            if same_stat and st.st_mtime_ns + RACY_NS < row.indexed_ns:
+                out.append(row.data)
+                continue
+            try:
+                content: bytes | None = Path(entry.path).read_bytes()
+            except OSError:
+                content = None  # `check` reads it again and reports why it cannot
+            digest = content_hash(content) if content is not None else b""
+            if row is not None and content is not None and row.digest == digest:
+                out.append(row.data)  # touched, or racy but unchanged
+                touched.append((st.st_mtime_ns, st.st_size, now, row.rowid))
+                continue
+            pair, found = check(Path(entry.path), content)
+            problems += found
+            if pair is not None:
+                out.append(pair[1] if light else pair[0])
+                upserts.append((entry.path, key, st.st_mtime_ns, st.st_size, digest, now, *pair))
+            elif row is not None:
+                gone.append(row.rowid)  # valid before, broken now
+        gone += [row.rowid for row in rows.values()]  # files that are no longer there
+        if upserts or touched or gone:
+            self._write(upserts, touched, gone)
+        return out, problems
+
+    def _write(self, upserts: list[tuple], touched: list[tuple], gone: list[int]) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return  # another process holds the write lock past the timeout: try next run
+        try:
+            drop = gone + [
+                r[0]
+                for u in upserts
+                for r in self.conn.execute("SELECT rowid FROM files WHERE path=?", (u[0],))
+            ]
+            self.conn.executemany("DELETE FROM files WHERE rowid=?", [(r,) for r in drop])
+            self.conn.executemany("DELETE FROM docs WHERE rowid=?", [(r,) for r in drop])
+            self.conn.executemany(
+                "INSERT INTO files(path, dir, mtime_ns, size, digest, indexed_ns, data, light)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                upserts,
+            )
+            self.conn.executemany(
+                "UPDATE files SET mtime_ns=?, size=?, indexed_ns=? WHERE rowid=?", touched
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------------- search documents
+    def sync_docs(
+        self, docs: dict[str, str], build: Callable[[bytes | None, str], dict[str, str]]
+    ) -> dict[str, int]:
+        """Keep one search document per served file. `docs` maps a file's path to a signature
+        of what its document holds; where that changed, `build(stored paper or None, path)`
+        makes the document's columns again. Returns path -> rowid."""
+        have = {
+            path: (rowid, sig)
+            for path, rowid, sig in self.conn.execute("SELECT path, rowid, doc_sig FROM files")
+        }
+        changed = [
+            (path, sig) for path, sig in docs.items() if path not in have or have[path][1] != sig
+        ]
+        if changed:
+            names = [name for name, _ in COLUMNS]
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return {path: have[path][0] for path in docs if path in have}
+            try:
+                for path, sig in changed:
+                    if path not in have:  # a file the registry did not store (no index home)
+                        cur = self.conn.execute(
+                            "INSERT INTO files(path, dir) VALUES (?, '')", (path,)
+                        )
+                        have[path] = (cur.lastrowid, None)
+                    rowid = have[path][0]
+                    stored = self.conn.execute("SELECT data FROM files WHERE rowid=?", (rowid,))
+                    cols = build(stored.fetchone()[0], path)
+                    self.conn.execute("DELETE FROM docs WHERE rowid=?", (rowid,))
+                    self.conn.execute(
+                        f"INSERT INTO docs(rowid, {', '.join(names)})"
+                        f" VALUES (?{', ?' * len(names)})",
+                        (rowid, *(cols.get(n, "") for n in names)),
+                    )
+                    self.conn.execute("UPDATE files SET doc_sig=? WHERE rowid=?", (sig, rowid))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return {path: have[path][0] for path in docs if path in have}
+
+    def match(self, fts_query: str) -> list[tuple[int, float]]:
+        """(rowid, bm25 score, higher is better) of every document matching an FTS5 query."""
+        weights = ", ".join(str(w) for _, w in COLUMNS)
+        return [
+            (rowid, -score)
+            for rowid, score in self.conn.execute(
+                f"SELECT rowid, bm25(docs, {weights}) FROM docs WHERE docs MATCH ?",
+                (fts_query,),
+            )
+        ]
+
+    def snippets(self, fts_query: str, rowids: list[int], words: int = 12) -> dict[int, str]:
+        marks = "?, ?, '…', ?"
+        sql = (
+            f"SELECT rowid, snippet(docs, -1, {marks}) FROM docs WHERE docs MATCH ?"
+            f" AND rowid IN ({', '.join('?' * len(rowids))})"
+        )
+        return dict(self.conn.execute(sql, (HIT_START, HIT_END, words, fts_query, *rowids)))
+
+    def documents(self, rowids: Iterable[int]) -> dict[int, dict[str, str]]:
+        """The stored columns of some documents (the fallback ranks these in Python)."""
+        names = [name for name, _ in COLUMNS]
+        ids = list(rowids)
+        out: dict[int, dict[str, str]] = {}
+        for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
+            chunk = ids[start : start + 900]
+            sql = (
+                f"SELECT rowid, {', '.join(names)} FROM docs"
+                f" WHERE rowid IN ({', '.join('?' * len(chunk))})"
+            )
+            for rowid, *cols in self.conn.execute(sql, chunk):
+                out[rowid] = dict(zip(names, cols, strict=True))
+        return out
+
+
+def _has_fts5(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("CREATE VIRTUAL TABLE temp.fts5_probe USING fts5(x)")
+        conn.execute("DROP TABLE temp.fts5_probe")
+        return True
+    except sqlite3.OperationalError:
+        return False

@@ -1,0 +1,193 @@
+"""`papercli search`: filters on the served papers, bm25 ranking of free words over the index's
+documents (title, authors, abstract, summary, key points, tags, PDF text), highlighted snippets.
+
+FTS5 ranks in SQLite; where the build lacks it (or PAPERCLI_INDEX_FTS=0) the same documents are
+ranked here with the same bm25 formula, so results agree in shape, if not to the last digit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from papercli import cache, index
+from papercli.query import Query, Term, parse
+from papercli.registry import Listed, Paper, Registry, load_file, open_index
+
+
+@dataclass
+class Hit:
+    paper: Paper | Listed
+    score: float
+    snippet: str = ""  # with index.HIT_START/HIT_END around the matched words
+
+    def to_dict(self) -> dict:
+        return {
+            "score": round(self.score, 3),
+            "id": self.paper.id,
+            "title": self.paper.title,
+            "year": self.paper.year,
+            "authors": list(self.paper.authors),
+            "snippet": self.snippet.replace(index.HIT_START, "").replace(index.HIT_END, ""),
+            "highlights": re.findall(f"{index.HIT_START}(.*?){index.HIT_END}", self.snippet),
+        }
+
+
+def document(paper: Paper) -> dict[str, str]:
+    """The searchable columns of one paper, with what `fetch` stored beside it."""
+    meta = cache.read_metadata(paper.id) or {}
+    return {
+        "names": " ".join([paper.id, *paper.aliases, paper.arxiv or ""]),
+        "title": paper.title,
+        "authors": "; ".join(paper.authors),
+        "tags": " ".join(paper.tags),
+        "summary": paper.summary,
+        "key_points": "\n".join(paper.key_points),
+        "abstract": str(meta.get("abstract") or ""),
+        "fulltext": cache.read_fulltext(paper.id),
+    }
+
+
+def _build(stored: bytes | None, path: str) -> dict[str, str]:
+    """A document from the index's stored paper (or the file, where the index holds none)."""
+    import marshal
+
+    paper = Paper.from_trusted_dict(marshal.loads(stored)) if stored else load_file(Path(path))
+    return document(paper)
+
+
+def _mtimes(directory: Path) -> dict[str, int]:
+    try:
+        return {e.name: e.stat().st_mtime_ns for e in os.scandir(directory)}
+    except OSError:
+        return {}
+
+
+def search(registry: Registry, text: str, limit: int = 20) -> list[Hit]:
+    """Hits for a query over `registry`, best first. A light registry (Listed papers) does:
+    filters and hits need only what a listing has; documents come from the index."""
+    query = parse(text)
+    candidates = [p for p in registry.papers if query.accepts(p)]
+    if not query.terms:
+        candidates.sort(key=lambda p: (-p.year, p.id))
+        return [Hit(p, 0.0) for p in candidates[:limit]]
+    idx = open_index() or index.Index.open(0, Path(":memory:"))
+    assert idx is not None  # an in-memory database always opens
+    # a document is rebuilt when its file's row was replaced or what fetch stored changed
+    meta, texts = _mtimes(cache.metadata_dir()), _mtimes(cache.fulltext_dir())
+    docs = {
+        str(p.source): f"{meta.get(p.id + '.json', 0)}:{texts.get(p.id + '.txt', 0)}"
+        for p in registry.papers
+    }
+    rowids = idx.sync_docs(docs, _build)
+    by_row = {rowids[str(p.source)]: p for p in candidates if str(p.source) in rowids}
+    rank = _rank_fts if idx.fts else _rank_plain
+    scored, snippets = rank(idx, query, by_row, len(by_row))
+    # a query that is a paper's id or alias ('flash attention', 'resnet') puts that paper first
+    named = registry.find(" ".join(w for t in query.positive for w in t.words))
+    scored.sort(key=lambda rs: by_row[rs[0]] is not named)
+    return [Hit(by_row[r], s, snippets.get(r, "")) for r, s in scored[:limit]]
+
+
+def _order(scores: dict[int, float], by_row: dict[int, Paper], limit: int) -> list[tuple]:
+    best = sorted(scores.items(), key=lambda rs: (-rs[1], -by_row[rs[0]].year, by_row[rs[0]].id))
+    return best[:limit]
+
+
+def _rank_fts(idx: index.Index, query: Query, by_row: dict[int, Paper], limit: int):
+    excluded = {r for t in query.negative for r, _ in idx.match(t.fts())}
+    if not query.positive:
+        scores = {r: 0.0 for r in by_row if r not in excluded}
+        return _order(scores, by_row, limit), {}
+    for any_term in (False, True):  # every word first; any word when no paper has them all
+        fts = query.fts(any_term=any_term)
+        scores = {r: s for r, s in idx.match(fts) if r in by_row and r not in excluded}
+        if scores or len(query.positive) == 1:
+            break
+    best = _order(scores, by_row, limit)
+    return best, idx.snippets(fts, [r for r, _ in best]) if best else {}
+
+
+# ----------------------------------------------------------------------------- the fallback
+_TOKEN = re.compile(r"\w+")
+K1, B = 1.2, 0.75  # FTS5's bm25 constants
+
+
+def _fold(text: str) -> str:
+    """Lowercase without diacritics, as FTS5's 'unicode61 remove_diacritics 2' tokenizer does."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _hits(tokens: list[str], term: Term) -> list[int]:
+    """Positions in `tokens` where `term` (a word, a prefix* or a phrase) starts."""
+    words = term.words
+    n = len(words)
+
+    def ok(tok: str, w: str) -> bool:
+        return tok.startswith(w[:-1]) if w.endswith("*") else tok == w
+
+    return [
+        i for i in range(len(tokens) - n + 1) if all(ok(tokens[i + j], words[j]) for j in range(n))
+    ]
+
+
+def _rank_plain(idx: index.Index, query: Query, by_row: dict[int, Paper], limit: int):
+    docs = idx.documents(by_row)
+    toks = {
+        r: {c: _TOKEN.findall(_fold(v or "")) for c, v in cols.items()} for r, cols in docs.items()
+    }
+    weights = dict(index.COLUMNS)
+    kept = [r for r in toks if not any(_in(toks[r], t) for t in query.negative)]
+    if not query.positive:
+        return _order({r: 0.0 for r in kept}, by_row, limit), {}
+    avg = {c: sum(len(toks[r][c]) for r in kept) / max(len(kept), 1) or 1.0 for c in weights}
+    n_docs = len(kept)
+    for any_term in (False, True):
+        scores: dict[int, float] = {}
+        df = {t: sum(1 for r in kept if _in(toks[r], t)) for t in query.positive}
+        for r in kept:
+            found = [t for t in query.positive if _in(toks[r], t)]
+            if not found or (not any_term and len(found) < len(query.positive)):
+                continue
+            score = 0.0
+            for t in found:  # FTS5's bm25: per column, weighted, summed over the terms
+                idf = max(math.log((n_docs - df[t] + 0.5) / (df[t] + 0.5)), 1e-6)
+                for c, w in weights.items():
+                    tf = len(_hits(toks[r][c], t))
+                    norm = K1 * (1 - B + B * len(toks[r][c]) / avg[c])
+                    score += w * idf * tf * (K1 + 1) / (tf + norm)
+            scores[r] = score
+        if scores or len(query.positive) == 1:
+            break
+    best = _order(scores, by_row, limit)
+    return best, {r: _snippet(docs[r], query.positive) for r, _ in best}
+
+
+def _in(columns: dict[str, list[str]], term: Term) -> bool:
+    return any(_hits(tokens, term) for tokens in columns.values())
+
+
+def _snippet(cols: dict[str, str], terms: list[Term], words: int = 12) -> str:
+    """Up to `words` words of the column with most hits, around the first, hits marked."""
+
+    def count(text: str) -> int:
+        tokens = _TOKEN.findall(_fold(text))
+        return sum(len(_hits(tokens, t)) for t in terms)
+
+    text = max((v or "" for v in cols.values()), key=count)
+    spans = [m.span() for m in _TOKEN.finditer(text)]
+    tokens = [_fold(text[a:b]) for a, b in spans]
+    marked = {i + j for t in terms for i in _hits(tokens, t) for j in range(len(t.words))}
+    first = min(marked, default=0)
+    start = max(0, min(first - words // 4, len(spans) - words))
+    out = []
+    for i in range(start, min(start + words, len(spans))):
+        a, b = spans[i]
+        word = text[a:b]
+        out.append(f"{index.HIT_START}{word}{index.HIT_END}" if i in marked else word)
+    return ("…" if start else "") + " ".join(out) + ("…" if start + words < len(spans) else "")

@@ -127,6 +127,14 @@ DATASETS: dict[str, DatasetSpec] = {
             offline=True,
             how_to_get="shipped inside papercli (papercli/data/files/plays.tar.xz): reinstall",
         ),
+        DatasetSpec(
+            name="text",
+            description="plain text: a folder of .txt files (e.g. OpenWebText), 1% of files held out",
+            kind="text",
+            shape=(),
+            loader="papercli.recipes.gpt2:read_text_folder",
+            how_to_get="--data PATH to a folder of .txt files (not downloadable)",
+        ),
     )
 }
 

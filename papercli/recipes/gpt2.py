@@ -69,6 +69,18 @@ PAPER = GPT2Config(
 )
 
 
+def read_text_folder(folder) -> tuple[list[str], list[str]]:
+    """Paper-scale text: every .txt file under `folder`, 1% of the files held out."""
+    if folder is None or not folder.is_dir():
+        raise PapercliError("GPT-2 paper scale reads text: pass --data FOLDER of .txt files")
+    files = sorted(folder.rglob("*.txt"))
+    if len(files) < 2:
+        raise PapercliError(f"{folder}: need at least two .txt files")
+    cut = max(1, len(files) // 100)
+    read = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+    return read[cut:], read[:cut]
+
+
 class GPT2Recipe(Recipe):
     paper = "gpt-2"
     config_class = GPT2Config
@@ -88,14 +100,7 @@ class GPT2Recipe(Recipe):
 
             train, held = plays.split()
             return [p.text for p in train], [p.text for p in held]
-        if self.ctx.data_path is None or not self.ctx.data_path.is_dir():
-            raise PapercliError("GPT-2 paper scale reads text: pass --data FOLDER of .txt files")
-        files = sorted(self.ctx.data_path.rglob("*.txt"))
-        if len(files) < 2:
-            raise PapercliError(f"{self.ctx.data_path}: need at least two .txt files")
-        cut = max(1, len(files) // 100)  # 1% of the files held out
-        read = [f.read_text(encoding="utf-8", errors="replace") for f in files]
-        return read[cut:], read[:cut]
+        return read_text_folder(self.ctx.data_path)
 
     def setup_data(self) -> None:
         from papercli.data import plays

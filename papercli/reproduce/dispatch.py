@@ -235,7 +235,8 @@ def reproduce(paper: Paper, registry: Registry, opts: RunOptions) -> tuple[int, 
     prepare_run_dir(run_dir)
     with RunLock(run_dir) as lock:
         code = run(build_command(module, paper.id, opts, run_dir), lock)
-    if created and {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
-        shutil.rmtree(run_dir, ignore_errors=True)  # refused before it wrote anything: no trace
+    left = {p.name for p in run_dir.iterdir()}
+    if created and (left <= {LOCK_NAME} or (code == 2 and left <= {LOCK_NAME, "config.yaml"})):
+        shutil.rmtree(run_dir, ignore_errors=True)  # refused before it trained: leave no trace
         return code, None
     return code, run_dir

@@ -607,19 +607,30 @@ def _reproduce(
     raise typer.Exit(code)
 
 
-def _with_run_options(fn):
-    """Give `fn` one keyword parameter per RunOptions field: the options are declared once."""
-    import inspect
+class _WithRunOptions:
+    """`fn` with one keyword parameter per RunOptions field (the options are declared once).
+    The signature is built when Typer first asks for it — only when `reproduce` itself runs or
+    shows its help — so other commands never import the options module."""
 
-    from papercli.reproduce.options import RunOptions
+    def __init__(self, fn):
+        functools.update_wrapper(self, fn)
+        self._fn = fn
 
-    signature = inspect.signature(fn, eval_str=True)
-    fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    fn.__signature__ = signature.replace(parameters=fixed + RunOptions.typer_parameters())
-    return fn
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    @functools.cached_property
+    def __signature__(self):
+        import inspect
+
+        from papercli.reproduce.options import RunOptions
+
+        signature = inspect.signature(self._fn, eval_str=True)
+        fixed = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        return signature.replace(parameters=fixed + RunOptions.typer_parameters())
 
 
-reproduce = command("reproduce")(_with_run_options(_reproduce))
+reproduce = command("reproduce")(_WithRunOptions(_reproduce))
 
 
 @command("recipes")

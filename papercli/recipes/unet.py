@@ -219,6 +219,7 @@ class UNetRecipe(Recipe):
         return opt, warmup_cosine(opt, warmup=max(1, self.cfg.steps // 20), total=self.cfg.steps)
 
     def steps_per_epoch(self) -> int:
+        self.ensure_data()  # an epoch is measured in tiles of the loaded images
         pixels = sum(
             (i.shape[0] - self.in_size) * (i.shape[1] - self.in_size) for i in self.train_images
         )

@@ -27,7 +27,7 @@ from papercli.reproduce import checkpoint, claims, journal
 from papercli.reproduce.config import apply_overrides, to_dict, validate
 from papercli.reproduce.dispatch import set_parent_death_signal
 from papercli.reproduce.lock import RunLock, held_by_parent
-from papercli.reproduce.loop import Interrupted, NonFinite, prepare_data, train
+from papercli.reproduce.loop import Interrupted, NonFinite, train
 from papercli.reproduce.options import RunOptions
 from papercli.reproduce.params import parameter_counts
 from papercli.reproduce.recipe import (
@@ -132,7 +132,6 @@ def _main(recipe_cls: type[Recipe], argv: list[str]) -> int:
     ctx.split_batch(cfg.batch_size, cfg.micro_batch_size)
     recipe = recipe_cls(cfg, ctx)
     if opts.epochs is not None:
-        prepare_data(recipe)  # an epoch's length may need the data
         per_epoch = recipe.steps_per_epoch()
         if not per_epoch:
             raise UsageError("this recipe counts in steps; use --steps")

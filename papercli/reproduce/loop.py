@@ -215,15 +215,6 @@ def _restore(state, model, slots, recipe, path: Path, recipe_name: str) -> tuple
     return int(state["step"]), float(state["elapsed"])
 
 
-def prepare_data(recipe: Recipe) -> None:
-    """Seed, then load the data — once, whether `--epochs` needed its size first or not, so the
-    model built right after starts from the same random state either way."""
-    if not getattr(recipe, "_data_ready", False):
-        torch.manual_seed(recipe.ctx.seed)  # the same initial weights on every rank
-        recipe.setup_data()
-        recipe._data_ready = True
-
-
 def _stop_requested(flag: dict[str, int], ctx) -> int:
     """The signal to stop on, agreed by every rank (the largest any rank saw): ranks must leave
     the loop at the same step, or one would wait for the others in the next all-reduce."""
@@ -249,7 +240,7 @@ def train(
     ckpt_path = run_dir / checkpoint.CHECKPOINT
     metrics_path = run_dir / journal.METRICS
 
-    prepare_data(recipe)
+    recipe.ensure_data()
     model = build_model(recipe).to(ctx.device)
     if recipe.channels_last and ctx.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -163,6 +163,14 @@ class Recipe:
     def setup_data(self) -> None:
         """Load (or check) the data; raise PapercliError with an actionable message if missing."""
 
+    def ensure_data(self) -> None:
+        """Seed, then `setup_data` — once, whoever asks first (`steps_per_epoch` may need the
+        data before training does), so the model built next starts from the same random state."""
+        if not getattr(self, "_data_ready", False):
+            torch.manual_seed(self.ctx.seed)  # the same initial weights on every rank
+            self.setup_data()
+            self._data_ready = True
+
     def train_batch(self, step: int, micro: int = 0) -> Any:
         """This process's micro-batch `micro` of `step` (deterministic in seed, step and shard)."""
         raise NotImplementedError
@@ -172,6 +180,8 @@ class Recipe:
         return self.ctx.micro_batch
 
     def steps_per_epoch(self) -> int | None:
+        """Steps in one pass over the training data (for --epochs); may be asked before the data
+        is loaded — call `ensure_data()` if the answer needs it."""
         return None
 
     # --- model and optimisation -----------------------------------------------------------------

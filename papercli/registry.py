@@ -406,11 +406,13 @@ def _str_map(name: str, value: object, allowed: Iterable[str]) -> dict[str, str]
     return {k: _str(f"{name}.{k}", v) for k, v in data.items()}
 
 
-_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+MODULE_PATH_RE = re.compile(  # a user recipe module: mylab.recipes.x
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+"
+)
 
 
 def _recipe_name(name: str, value: object) -> str:
-    if isinstance(value, str) and _MODULE_PATH.fullmatch(value):
+    if isinstance(value, str) and MODULE_PATH_RE.fullmatch(value):
         return value  # the user's own recipe module
     return _slug(name, value).replace("-", "_")
 

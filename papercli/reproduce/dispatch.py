@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from papercli import paths
 from papercli.errors import UsageError
-from papercli.registry import Paper, Registry
+from papercli.registry import MODULE_PATH_RE, Paper, Registry
 from papercli.reproduce.catalog import recipe_names
 from papercli.reproduce.lock import HELD_ENV, LOCK_NAME, RunLock
 from papercli.reproduce.options import RunOptions
@@ -44,7 +43,6 @@ TRAINING_MODULES = {
     "sklearn": "scikit-learn",
 }
 INSTALL_TRAIN = "pip install 'papercli[train]'"
-_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 def require_training_extras() -> None:
@@ -75,7 +73,7 @@ def recipe_module(paper: Paper, registry: Registry) -> str:
     name = paper.reproduce.recipe
     if name in recipe_names():
         return f"papercli.recipes.{name}"
-    if _DOTTED.fullmatch(name):
+    if MODULE_PATH_RE.fullmatch(name):
         try:
             found = importlib.util.find_spec(name) is not None
         except (ImportError, ValueError):

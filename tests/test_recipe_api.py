@@ -205,3 +205,17 @@ def test_checkpoint_round_trip_has_no_name_collisions_and_refuses_odd_keys(tmp_p
     with pytest.raises(CheckpointError, match=r"cannot store a tuple key.*is intact"):
         save(path, {("a", 1): torch.zeros(1)})
     assert path.read_bytes() == before
+
+
+def test_a_phase_may_batch_differently_with_the_same_disjoint_shards():
+    from papercli.reproduce.recipe import Context
+
+    shards = []
+    for rank in range(2):
+        ctx = Context(device=torch.device("cpu"), seed=3, rank=rank, world=2)
+        ctx.split_batch(8, 2)  # 2 processes × 2 accumulation steps
+        shards += [ctx.batch_indices(100, 5, micro, batch=12).tolist() for micro in range(2)]
+    assert [len(s) for s in shards] == [3, 3, 3, 3]  # 12 split into the same 4 shards
+    assert len({i for s in shards for i in s}) == 12  # disjoint
+    with pytest.raises(UsageError, match="cannot be split into 4 shards"):
+        ctx.batch_indices(100, 0, 0, batch=10)

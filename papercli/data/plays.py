@@ -6,8 +6,9 @@ English text, the language recipes' mini-scale data.
   brackets, headings kept — with its genre (comedy, history, problem, roman, romance, tragedy).
 - Held out by play, not by line (`HELD_OUT`: one play of each genre), so a model is evaluated on
   text it never saw, not on the other half of a scene it trained on.
-- `speeches()`: (speaker, text, genre) per speech, for labelled tasks built from the plays' own
-  metadata (which genre a speech comes from).
+- `speeches()`: (speaker, text) per speech; `play_task()`: the labelled task of the pre-training
+  papers (GPT, BERT, RoBERTa, T5, ELMo) built from the plays' own metadata — which of the six
+  unseen plays a speech comes from.
 - `bpe_tokenizer()`: a byte-level BPE trained with Hugging Face `tokenizers` on the training plays,
   cached under PAPERCLI_HOME; `CharVocab` for the smallest runs.
 """
@@ -108,6 +109,34 @@ def speeches(play: Play, min_chars: int = 80) -> list[tuple[str, str]]:
         if head.endswith(":") and head[:-1].isupper() and len(body) >= min_chars:
             out.append((head[:-1], body.strip()))
     return out
+
+
+@dataclass(frozen=True)
+class LabelledTask:
+    """Texts with class labels, split into a fine-tuning set and a test set."""
+
+    classes: tuple[str, ...]
+    train: tuple[tuple[str, int], ...]
+    test: tuple[tuple[str, int], ...]
+
+
+def play_task(per_class: int | None = None, test_fraction: float = 1 / 3) -> LabelledTask:
+    """Which of the six held-out plays (one per genre) a speech comes from.
+
+    Built only from plays that pre-training never reads, so a pre-trained model has never seen a
+    word of it. Each play's last `test_fraction` of speeches (in order) is the test set — a later
+    stretch of the play, not speeches interleaved with the training ones; the fine-tuning set is
+    each play's first `per_class` remaining speeches (all of them when None), the few-label regime
+    where pre-training should matter. Speaker names are dropped: the text alone decides."""
+    _, held = split()
+    train: list[tuple[str, int]] = []
+    test: list[tuple[str, int]] = []
+    for label, play in enumerate(held):
+        texts = [body for _, body in speeches(play)]
+        cut = round(len(texts) * (1 - test_fraction))
+        train += [(t, label) for t in texts[:cut][:per_class]]
+        test += [(t, label) for t in texts[cut:]]
+    return LabelledTask(tuple(p.slug for p in held), tuple(train), tuple(test))
 
 
 class CharVocab:

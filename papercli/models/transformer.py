@@ -280,6 +280,10 @@ class Transformer(nn.Module):
 # released models count 124M/355M/774M/1558M with tied embeddings and 1024 positions).
 # Transformer: Vaswani et al. 2017, Table 3 (base 65M, big 213M with a shared 37k BPE vocabulary).
 SIZES: dict[str, TransformerConfig] = {
+    # GPT: Radford et al. 2018, Sec. 4.1 — 12 layers, 768 wide, 12 heads, 3072 inner, GELU,
+    # learned positions over 512 tokens, 40,000 BPE merges (40,478 tokens as released); LayerNorm
+    # after each residual sum as in Vaswani et al. (GPT-2 moved it to the block input)
+    "gpt": TransformerConfig(vocab_size=40478, max_len=512, norm="post", dropout=0.1),
     "gpt2-small": TransformerConfig(dim=768, layers=12, heads=12, ff_dim=3072),
     "gpt2-medium": TransformerConfig(dim=1024, layers=24, heads=16, ff_dim=4096),
     "gpt2-large": TransformerConfig(dim=1280, layers=36, heads=20, ff_dim=5120),
@@ -322,7 +326,7 @@ def _register() -> None:
     from papercli.models import register_model
 
     for name in SIZES:
-        paper = "gpt-2" if name.startswith("gpt2") else "transformer"
+        paper = "gpt-2" if name.startswith("gpt2") else name.split("-")[0]
         register_model(name, transformer, paper=paper, name=name)
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from papercli.data import lm
 from papercli.errors import PapercliError
 from papercli.models.transformer import SIZES, Transformer, TransformerConfig
 from papercli.reproduce.arms import Arms
@@ -111,26 +112,15 @@ class GPT2Recipe(Recipe):
         else:
             self.tokenizer = plays.train_bpe(train, self.cfg.vocab_size)
         eot = self.tokenizer.token_to_id("<|endoftext|>")
-
-        def stream(texts: list[str]) -> torch.Tensor:
-            ids: list[int] = []
-            for enc in self.tokenizer.encode_batch(texts):
-                ids += [*enc.ids, eot]  # documents separated by <|endoftext|>
-            return torch.tensor(ids, dtype=torch.long)
-
-        self.train_tokens, self.held_tokens = stream(train), stream(held)
-
-    def _windows(
-        self, tokens: torch.Tensor, starts: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        span = torch.arange(self.cfg.context + 1)
-        chunk = tokens[starts[:, None] + span]
-        return chunk[:, :-1], chunk[:, 1:]
+        # documents separated by <|endoftext|>, cut into non-overlapping windows
+        self.train_windows = lm.Windows(
+            lm.token_stream(self.tokenizer, train, eot), self.cfg.context
+        )
+        self.held_windows = lm.Windows(lm.token_stream(self.tokenizer, held, eot), self.cfg.context)
 
     def train_batch(self, step: int, micro: int = 0):
-        n = (len(self.train_tokens) - 1) // self.cfg.context  # non-overlapping windows
-        idx = self.ctx.batch_indices(n, step, micro)
-        x, y = self._windows(self.train_tokens, idx * self.cfg.context)
+        idx = self.ctx.batch_indices(len(self.train_windows), step, micro)
+        x, y = self.train_windows.at(idx)
         return x.to(self.ctx.device), y.to(self.ctx.device)
 
     def units_in(self, batch) -> int:
@@ -171,10 +161,8 @@ class GPT2Recipe(Recipe):
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Held-out loss (nats per token) of each arm on fixed windows of the unseen plays."""
-        n = (len(self.held_tokens) - 1) // self.cfg.context
-        count = min(self.cfg.eval_sequences, n)
-        starts = torch.linspace(0, n - 1, count).long() * self.cfg.context
-        x, y = self._windows(self.held_tokens, starts)
+        x, y = self.held_windows.at(self.held_windows.spread(self.cfg.eval_sequences))
+        count = len(x)
         totals = {name: 0.0 for name in model}
         for i in range(0, count, 16):
             xb, yb = x[i : i + 16].to(self.ctx.device), y[i : i + 16].to(self.ctx.device)
@@ -200,7 +188,9 @@ class GPT2Recipe(Recipe):
         if not self.cfg.sample_tokens:
             return
         largest = model[self.cfg.arms[-1]].eval()
-        prompt = self.held_tokens[: min(32, self.cfg.context // 2)][None].to(self.ctx.device)
+        prompt = self.held_windows.tokens[: min(32, self.cfg.context // 2)][None].to(
+            self.ctx.device
+        )
         gen = torch.Generator().manual_seed(self.ctx.seed)
         steps = min(self.cfg.sample_tokens, self.cfg.context - prompt.shape[1])
         out = largest.generate(prompt, steps, top_k=40, generator=gen)[0].tolist()

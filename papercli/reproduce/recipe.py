@@ -88,22 +88,31 @@ class Context:
         """A CPU generator seeded by (seed, step, stream): random draws that survive a resume."""
         return step_generator(self.seed, step, stream)
 
-    def batch_indices(self, n: int, step: int, micro: int = 0) -> torch.Tensor:
+    def batch_indices(
+        self, n: int, step: int, micro: int = 0, batch: int | None = None
+    ) -> torch.Tensor:
         """Sample indices of this process's micro-batch `micro` of `step`: epochs are fresh
         permutations of the `n` samples (seeded by seed and epoch); each global batch is cut into
-        disjoint shards, one per (rank, micro-step)."""
-        if self.global_batch > n:
+        disjoint shards, one per (rank, micro-step). `batch` overrides the global batch size for
+        a phase that batches differently (fine-tuning after pre-training); it is split into the
+        same number of shards."""
+        global_batch = batch or self.global_batch
+        shards = self.world * self.accum_steps
+        if global_batch % shards:
             raise UsageError(
-                f"batch size {self.global_batch} is larger than the {n} training samples"
+                f"batch size {global_batch} cannot be split into {shards} shards "
+                f"({self.world} process(es) × {self.accum_steps} accumulation steps)"
             )
-        per_epoch = n // self.global_batch
+        if global_batch > n:
+            raise UsageError(f"batch size {global_batch} is larger than the {n} training samples")
+        per_epoch, micro_batch = n // global_batch, global_batch // shards
         epoch, pos = divmod(step, per_epoch)
         if self._perm is None or self._perm[0] != (epoch, n):
             g = torch.Generator()
             g.manual_seed((self.seed * 1_000_003 + epoch * 104_729 + 17) % (2**63 - 1))
             self._perm = ((epoch, n), torch.randperm(n, generator=g))
-        start = pos * self.global_batch + self.shard(micro) * self.micro_batch
-        return self._perm[1][start : start + self.micro_batch]
+        start = pos * global_batch + self.shard(micro) * micro_batch
+        return self._perm[1][start : start + micro_batch]
 
     def autocast(self):
         if self.amp_dtype is None:

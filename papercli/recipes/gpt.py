@@ -1,0 +1,172 @@
+"""Improving Language Understanding by Generative Pre-Training (Radford et al., 2018) — GPT.
+
+Claim checked at mini scale (Sec. 3, Table 5 "Transformer w/o pre-training": 74.7 → 59.9 average
+score): generative pre-training of a language model on unlabelled text, then discriminative
+fine-tuning, beats the same network trained on the labelled task alone.
+
+Two identical decoder-only transformers (the paper's architecture, Sec. 4.1: post-LayerNorm
+blocks, learned positions, GELU, tied embeddings, N(0, 0.02) init) run side by side:
+  pretrained   phase 1: the left-to-right LM objective of Eq. 1 on Shakespeare's training plays
+               (byte-level BPE); phase 2: fine-tuned on the labelled task
+  scratch      phase 2 only: the same fine-tuning, same batches, same steps, from random weights
+The labelled task: which of the six unseen plays a speech comes from (100 speeches per class; the
+test speeches are a later stretch of each play). Fine-tuning follows Sec. 3.2–3.3: the input is
+`<s> text <e>`, the class comes from a linear layer W_y on the last block's state at the extract
+token <e> (Eq. 3), and the objective keeps the LM loss as an auxiliary term, L3 = L2 + λ·L1 with
+λ = 0.5 (Eq. 5), for both arms.
+
+    mini   d 128, 4 layers, 4 heads, 64-token context, 1,024-token BPE; 800 pre-training steps of
+           32 windows, then 200 fine-tuning steps of 32 speeches
+    paper  Sec. 4.1: 12 layers, 768 wide, 12 heads, d_ff 3072, 512 tokens, 40,478-token BPE
+           (116.5M parameters + W_y); Adam, lr 2.5e-4 warmed up over 2,000 updates then cosine,
+           batch 64 × 512, weight decay 0.01, dropout 0.1; fine-tuning lr 6.25e-5, batch 32,
+           3 epochs, warm-up over 0.2% of training, λ = 0.5. Data from --data FOLDER
+           (text/*.txt, e.g. BooksCorpus; task/{train,test}.tsv)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from papercli.data import lm
+from papercli.models.transformer import SIZES, Transformer, TransformerConfig
+from papercli.recipes._pretrain_finetune import PretrainFinetuneConfig, PretrainFinetuneRecipe
+from papercli.reproduce.config import bounded
+from papercli.reproduce.engine import run
+
+
+@dataclass
+class GPTConfig(PretrainFinetuneConfig):
+    size: str = "mini"  # "mini", or "gpt" for the paper's network
+    dim: int = bounded(128, ge=8)  # mini network (size = mini)
+    layers: int = bounded(4, ge=1)
+    heads: int = bounded(4, ge=1)
+    aux_lm_weight: float = bounded(0.5, ge=0.0)  # λ of Eq. 5
+
+
+MINI = GPTConfig(
+    steps=1000,
+    batch_size=32,
+    eval_every=200,
+    log_every=25,
+    grad_clip=1.0,
+    lr=1e-3,
+    warmup_steps=50,
+    finetune_lr=2e-4,
+)
+# Pre-training: 100 epochs of BooksCorpus (Sec. 4.1); at ~1.3B BPE tokens (our estimate of its
+# size) and 64 × 512 tokens per update that is ~4M updates, then 3 fine-tuning epochs (a few
+# thousand updates for a GLUE-sized task): phase 2 is ~0.1% of the run.
+PAPER = GPTConfig(
+    dataset="text",
+    size="gpt",
+    vocab_size=40478,
+    context=512,
+    steps=4_000_000,
+    pretrain_fraction=0.999,
+    batch_size=64,
+    micro_batch_size=8,
+    lr=2.5e-4,
+    warmup_steps=2000,
+    weight_decay=0.01,
+    finetune_lr=6.25e-5,
+    finetune_batch_size=32,
+    finetune_warmup=0.002,
+    labelled_per_class=None,
+    dropout=0.1,
+    eval_every=20_000,
+    log_every=500,
+    grad_clip=1.0,
+)
+
+
+class GPTClassifier(nn.Module):
+    """The pre-trained decoder plus the task's linear output layer W_y (Eq. 3)."""
+
+    def __init__(self, cfg: TransformerConfig, classes: int):
+        super().__init__()
+        self.transformer = Transformer(cfg)
+        self.w_y = nn.Linear(cfg.dim, classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # next-token logits (Eq. 2)
+        return self.transformer(tokens)
+
+
+class GPTRecipe(PretrainFinetuneRecipe):
+    paper = "gpt"
+    config_class = GPTConfig
+    scales = {"mini": MINI, "paper": PAPER}
+    cfg: GPTConfig
+    SPECIALS = ("<s>", "<e>")  # Sec. 3.3: start and extract tokens
+
+    def encode_task(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sec. 3.3's input transformation for classification: <s> text <e>."""
+        return lm.encode_rows(
+            self.tokenizer,
+            texts,
+            self.cfg.context,
+            prefix=[self.special["<s>"]],
+            suffix=[self.special["<e>"]],
+            pad=self.eot,
+        )
+
+    def build_arm(self, name: str) -> nn.Module:
+        if self.cfg.size == "gpt":
+            base = SIZES["gpt"]
+        elif self.cfg.size == "mini":
+            c = self.cfg
+            base = TransformerConfig(
+                dim=c.dim, layers=c.layers, heads=c.heads, ff_dim=4 * c.dim, norm="post"
+            )
+        else:
+            raise ValueError(f"unknown size '{self.cfg.size}' (mini, gpt)")
+        cfg = replace(
+            base,
+            vocab_size=self.model_vocab,
+            max_len=self.cfg.context,
+            dropout=self.cfg.dropout,
+        )
+        return GPTClassifier(cfg, self.num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.task.classes) if hasattr(self, "task") else 6
+
+    def pretrain_loss(self, name, arm, x, y, step) -> torch.Tensor:
+        """Eq. 1: maximise Σ log P(u_i | u_<i) — next-token cross-entropy."""
+        return F.cross_entropy(arm(x).float().flatten(0, 1), y.flatten())
+
+    def classify(self, arm, rows, lengths, states=None) -> torch.Tensor:
+        """Eq. 3: softmax(h_l^m W_y), h_l^m the last block's state at the extract token."""
+        h = arm.transformer.decode(rows) if states is None else states
+        return arm.w_y(h[torch.arange(len(rows), device=rows.device), lengths - 1])
+
+    def finetune_loss(self, arm, rows, lengths, labels) -> torch.Tensor:
+        """Eq. 5: L3 = L2 (the task) + λ·L1 (LM on the same texts, padding excluded)."""
+        h = arm.transformer.decode(rows)
+        task = F.cross_entropy(self.classify(arm, rows, lengths, h).float(), labels)
+        if not self.cfg.aux_lm_weight:
+            return task
+        logits = arm.transformer.head(h[:, :-1]).float()
+        real = torch.arange(rows.shape[1] - 1, device=rows.device) < (lengths[:, None] - 1)
+        lm_loss = F.cross_entropy(logits[real], rows[:, 1:][real])
+        return task + self.cfg.aux_lm_weight * lm_loss
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Task accuracy of both arms, and the pre-trained arm's LM loss on the unseen plays."""
+        metrics = super().evaluate(model)
+        if "pretrained" in model:
+            x, y = self.held.at(self.held.spread(64))
+            logits = model["pretrained"](x.to(self.ctx.device)).float()
+            metrics["pretrained_heldout_lm_loss"] = float(
+                F.cross_entropy(logits.flatten(0, 1), y.to(self.ctx.device).flatten())
+            )
+        return metrics
+
+
+if __name__ == "__main__":
+    run(GPTRecipe)

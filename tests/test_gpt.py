@@ -1,0 +1,102 @@
+"""GPT recipe: the paper's network on the meta device, the task's input transformation, what each
+phase trains, a short real run through the CLI and a 2-step run that must not reproduce."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from test_reproduce_cli import papercli
+
+from papercli.data import plays
+from papercli.recipes.gpt import MINI, GPTRecipe
+from papercli.reproduce.recipe import Context
+
+
+def test_paper_scale_is_gpts_network():
+    plan = json.loads(
+        papercli("reproduce", "gpt", "--scale", "paper", "--dry-run", "--json").stdout
+    )
+    # Sec. 4.1: 12 × (768 wide, 12 heads, 3072 inner), 512 positions, 40,478 BPE tokens: the
+    # released network's 116,534,784 parameters; + <s>, <e> embeddings and W_y (768 → 6 classes)
+    gpt = 116_534_784 + 2 * 768 + 768 * 6 + 6
+    assert {n: c["total"] for n, c in plan["arm_params"].items()} == {
+        "pretrained": gpt,
+        "scratch": gpt,
+    }
+    cfg = plan["config"]
+    assert (cfg["lr"], cfg["finetune_lr"], cfg["aux_lm_weight"]) == (2.5e-4, 6.25e-5, 0.5)
+    assert (cfg["batch_size"], cfg["finetune_batch_size"], cfg["context"]) == (64, 32, 512)
+
+
+def test_labelled_task_comes_from_unseen_plays_only():
+    task = plays.play_task(per_class=50)
+    assert task.classes == plays.HELD_OUT and len(task.train) == 6 * 50
+    train_texts = {t for t, _ in task.train}
+    assert not train_texts & {t for t, _ in task.test}
+    seen = "\n".join(p.text for p in plays.split()[0])
+    assert not any(t in seen for t, _ in task.test[:50])  # pre-training never reads them
+
+
+def _recipe(**overrides) -> GPTRecipe:
+    from dataclasses import replace
+
+    cfg = replace(MINI, vocab_size=512, context=24, dim=16, layers=1, heads=2, **overrides)
+    recipe = GPTRecipe(cfg, Context(device=torch.device("cpu"), seed=0, global_batch=4))
+    recipe.ctx.split_batch(4, 0)
+    recipe.setup_data()
+    return recipe
+
+
+def test_input_transformation_and_what_each_phase_trains():
+    recipe = _recipe(steps=4, pretrain_fraction=0.5, finetune_batch_size=4, dropout=0.0)
+    rows, lengths = recipe.train_rows
+    s, e = recipe.special["<s>"], recipe.special["<e>"]
+    assert (rows[:, 0] == s).all()
+    assert (rows[torch.arange(len(rows)), lengths - 1] == e).all()  # <e> survives truncation
+    assert (lengths <= 24).all() and (lengths == 24).any()
+
+    from papercli.reproduce.loop import Trainer, optimizer_slots
+
+    model = recipe.build_model()
+    slots = optimizer_slots(recipe.configure_optimizers(model), model)
+    trainer = Trainer(recipe, model, model, slots)
+    before = {n: [p.detach().clone() for p in model[n].parameters()] for n in model}
+
+    def changed(name: str) -> bool:
+        return any(
+            not torch.equal(a, b)
+            for a, b in zip(before[name], model[name].parameters(), strict=True)
+        )
+
+    logged = recipe.train_step(0, trainer)  # phase 1: only the pre-trained arm learns
+    assert set(logged) == {"loss", "pretrain_pretrained"}
+    assert changed("pretrained") and not changed("scratch")
+    logged = recipe.train_step(2, trainer)  # phase 2: both arms, the same labelled batch
+    assert set(logged) == {"loss", "finetune_pretrained", "finetune_scratch"}
+    assert changed("scratch")
+    assert (
+        slots["pretrained/finetune"].optimizer.param_groups[0]["lr"]
+        != (slots["pretrained/pretrain"].optimizer.param_groups[0]["lr"])
+    )
+
+
+def test_short_run_through_the_cli_and_two_steps_do_not_reproduce(tmp_path):
+    out = tmp_path / "short"
+    proc = papercli(
+        "reproduce", "gpt", "--steps", "2", "--out", str(out), "--json", "--batch-size", "8",
+        "--set", "vocab_size=512", "--set", "context=32", "--set", "dim=32", "--set", "layers=1",
+        "--set", "finetune_batch_size=8",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["verdict"] == "not reproduced"
+    m = record["metrics"]
+    assert 0 <= m["pretrained_test_acc"] < 0.45 and m["chance_acc"] == 1 / 6
+    assert m["pretrained_gain"] == m["pretrained_test_acc"] - m["scratch_test_acc"]
+    floor = next(c for c in record["checks"] if c["metric"] == "pretrained_test_acc")
+    assert not floor["passed"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "train_pretrain_pretrained" in rows[0] or "train_finetune_scratch" in rows[0]
+    bad = papercli("reproduce", "gpt", "--dry-run", "--set", "arms=pretrained,bert")
+    assert bad.returncode == 2 and "unknown arm(s) bert" in bad.stderr

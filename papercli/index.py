@@ -43,7 +43,7 @@ def fts5_wanted() -> bool:
     return os.environ.get("PAPERCLI_INDEX_FTS", "1") != "0"
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     rowid: int
     mtime_ns: int

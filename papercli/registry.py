@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import math
+import operator
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -974,14 +976,19 @@ class Registry:
     def __init__(self, papers: list[Paper], problems: Iterable[RegistryError] = ()):
         self.papers = papers
         self.problems = list(problems)  # of files left out; read commands warn about them
-        self._index: dict[str, Paper] = {}
-        for paper in papers:
-            keys = [paper.id, *paper.aliases]
-            for key in keys:
-                self._index.setdefault(key.lower(), paper)
-                self._index.setdefault(_squash(key), paper)
+
+    @functools.cached_property
+    def _index(self) -> dict[str, Paper]:
+        """Every name a paper answers to (id, aliases, squashed forms, arXiv id). Built on the
+        first lookup: `list` never needs it, and at 10,000 papers it costs more than the rest."""
+        index: dict[str, Paper] = {}
+        for paper in self.papers:
+            for key in (paper.id, *paper.aliases):
+                index.setdefault(key.lower(), paper)
+                index.setdefault(_squash(key), paper)
             if paper.arxiv:
-                self._index.setdefault(paper.arxiv.lower(), paper)
+                index.setdefault(paper.arxiv.lower(), paper)
+        return index
 
     @classmethod
     def load(cls, directories: Iterable[Path] | None = None, *, light: bool = False) -> Registry:
@@ -1046,8 +1053,8 @@ class Registry:
 
 
 def sort_papers(papers: list[Paper], key: str) -> list[Paper]:
-    if key == "year":
-        return sorted(papers, key=lambda p: (p.year, p.date, p.id))
+    if key == "year":  # attrgetter: no Python frame per paper (10,000 of them at scale)
+        return sorted(papers, key=operator.attrgetter("year", "date", "id"))
     if key == "title":
         return sorted(papers, key=lambda p: p.title.lower())
-    return sorted(papers, key=lambda p: p.id)
+    return sorted(papers, key=operator.attrgetter("id"))

@@ -424,3 +424,31 @@ def test_a_100kb_value_is_not_echoed_in_full(runner, tmp_path):
     shown = runner.invoke(app, ["show", huge])
     assert shown.exit_code == 2 and len(shown.stderr) < 300
     assert "(100000 characters)" in shown.stderr
+
+
+def test_a_large_first_run_checks_in_parallel_with_the_same_outcome(
+    user_registry, papercli_home, monkeypatch
+):
+    """Past PARALLEL_MIN changed files the checks run in forked workers: the papers served, the
+    problems reported (with their lines) and which of two clashing files is blamed must be
+    exactly those of checking one file after another."""
+    from papercli.index import PARALLEL_MIN
+
+    for i in range(PARALLEL_MIN + 20):
+        write_paper(user_registry, f"bulk-{i:04d}", alias=f"bp{i}", arxiv=f"2101.{10000 + i:05d}")
+    write_paper(user_registry, "bulk-0007b", alias="bulk-0007")  # clashes with bulk-0007's id
+    (user_registry / "bulk-0300.yaml").write_text("id: bulk-0300\ntitle: [unclosed\n")
+    parallel = _papercli("list", "--json", home=papercli_home)
+    ids = {p["id"] for p in json.loads(parallel.stdout)}
+    assert parallel.returncode == 0 and len(ids) == len(list(BUNDLED.glob("*.yaml"))) + (
+        PARALLEL_MIN + 20 - 1
+    )
+    assert "bulk-0007" in ids and "bulk-0007b" not in ids and "bulk-0300" not in ids
+    assert "bulk-0300.yaml:3: malformed YAML" in parallel.stderr and "bulk-0007b.yaml" in parallel.stderr
+    # the same registry checked file by file in this process, with no index to help
+    from papercli import index
+
+    index_path().unlink()
+    monkeypatch.setattr(index, "PARALLEL_MIN", 10**9)
+    sequential = Registry.load([user_registry], light=True)
+    assert {p.id for p in sequential.papers} == ids - {p.stem for p in BUNDLED.glob("*.yaml")}

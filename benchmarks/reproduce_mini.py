@@ -1,6 +1,6 @@
 """The full mini reproductions, end to end through the CLI, with their verdicts and wall times.
 
-    python benchmarks/reproduce_mini.py                 # unet, resnet, vit, vae, gan with seed 0
+    python benchmarks/reproduce_mini.py                 # every recipe (PAPERS) with seed 0
     python benchmarks/reproduce_mini.py --papers unet --seeds 0 1 2
 
 Each run is a fresh `papercli reproduce ID --json` process under a temporary PAPERCLI_HOME; the
@@ -19,6 +19,13 @@ import sys
 import tempfile
 import time
 
+# every recipe's paper, one line per family
+PAPERS = [
+    *("unet", "resnet", "vit"),
+    *("transformer", "gpt", "gpt-2"),
+    *("vae", "gan"),
+]
+
 
 def reproduce(paper: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -32,9 +39,7 @@ def reproduce(paper: str, *args: str, env: dict) -> subprocess.CompletedProcess:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--papers", nargs="+", default=["unet", "resnet", "vit", "gpt-2", "gpt", "vae", "gan"]
-    )
+    p.add_argument("--papers", nargs="+", default=PAPERS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--no-control", dest="control", action="store_false")
     args = p.parse_args()

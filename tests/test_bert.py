@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 from test_reproduce_cli import papercli
 
@@ -88,16 +89,38 @@ def test_bert_options_of_the_transformer_family():
     assert torch.equal(logits, expected) and bert.head.weight is bert.embed.weight
 
 
-def _recipe(**overrides) -> BERTRecipe:
-    cfg = replace(MINI, vocab_size=512, context=24, dim=16, layers=1, heads=2, **overrides)
-    recipe = BERTRecipe(cfg, Context(device=torch.device("cpu"), seed=0, global_batch=4))
+@pytest.fixture(scope="module")
+def _bpe_home(tmp_path_factory):
+    """One PAPERCLI_HOME per test module, so the plays' BPE is trained once, not per test."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture
+def plays_home(_bpe_home, monkeypatch):
+    monkeypatch.setenv("PAPERCLI_HOME", str(_bpe_home))
+    return _bpe_home
+
+
+def tiny(recipe_class, cfg):
+    """A recipe on the real plays with a tiny config, its data set up (tokenising the plays is
+    the slow part, so a module shares one)."""
+    cfg = replace(cfg, vocab_size=512, context=24, dim=16, layers=1, heads=2, dropout=0.0)
+    recipe = recipe_class(cfg, Context(device=torch.device("cpu"), seed=0, global_batch=4))
     recipe.ctx.split_batch(4, 0)
     recipe.setup_data()
     return recipe
 
 
-def test_inputs_objectives_and_what_each_phase_trains():
-    recipe = _recipe(steps=4, pretrain_fraction=0.5, finetune_batch_size=4, dropout=0.0)
+@pytest.fixture(scope="module")
+def recipe(_bpe_home) -> BERTRecipe:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAPERCLI_HOME", str(_bpe_home))
+        return tiny(
+            BERTRecipe, replace(MINI, steps=4, pretrain_fraction=0.5, finetune_batch_size=4)
+        )
+
+
+def test_inputs_objectives_and_what_each_phase_trains(recipe):
     rows, lengths = recipe.train_rows
     cls, sep = recipe.special["[CLS]"], recipe.special["[SEP]"]
     assert (rows[:, 0] == cls).all()  # Sec. 3: [CLS] text [SEP]
@@ -134,8 +157,7 @@ def test_inputs_objectives_and_what_each_phase_trains():
     assert changed("scratch")
 
 
-def test_masked_lm_inputs_static_and_dynamic():
-    recipe = _recipe(dropout=0.0)
+def test_masked_lm_inputs_static_and_dynamic(recipe):
     x, _ = recipe.stream.at(torch.arange(8))
     inputs, targets = recipe.mlm_inputs(x, None)
     assert (inputs[:, 0] == recipe.special["[CLS]"]).all()
@@ -150,12 +172,12 @@ def test_masked_lm_inputs_static_and_dynamic():
     assert torch.equal(recipe.mlm_loss(arm, x, None), recipe.mlm_loss(arm, x, None))
 
 
-def test_short_run_through_the_cli_and_two_steps_do_not_reproduce(tmp_path):
+def test_short_run_through_the_cli_and_two_steps_do_not_reproduce(tmp_path, plays_home):
     out = tmp_path / "short"
     proc = papercli(
         "reproduce", "bert", "--steps", "2", "--out", str(out), "--json", "--batch-size", "8",
         "--set", "vocab_size=512", "--set", "context=32", "--set", "dim=32", "--set", "layers=1",
-        "--set", "finetune_batch_size=8",
+        "--set", "finetune_batch_size=8", "--set", "eval_texts=120",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     record = json.loads(proc.stdout)

@@ -2,5 +2,6 @@
 describes it, with the equations cited, and no training loop of its own.
 
 ema   exponential moving average of weights (Polyak averaging; DDPM, DINO's teacher, MAE eval)
+masking  masked-LM corruption, 15% with 80/10/10, static (BERT) or dynamic (RoBERTa) masks
 Next here: the diffusion process (DDPM), LoRA adapters, NF4 quantisation, PPO's clipped objective.
 """

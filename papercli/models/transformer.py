@@ -5,7 +5,10 @@ encoder-decoder (the Transformer of Vaswani et al., T5) are the same blocks arra
 Options: learned or sinusoidal positions (Attention Is All You Need, Sec. 3.5), pre- or post-norm
 (the original Transformer and BERT normalise after each residual sum; GPT-2 moves LayerNorm to
 each block's input, Radford et al. 2019, Sec. 2.3), GELU or ReLU feed-forward, tied input/output
-embeddings, and a KV cache for generation. Later papers add options here (RoPE, RMSNorm, SwiGLU,
+embeddings, and a KV cache for generation. BERT's extras (Devlin et al. 2018, Sec. 3 and the
+released code) are options too: segment (token-type) embeddings, a LayerNorm over the embedding
+sum, the tanh pooler over one position, and the masked-LM head's transform (dense, GELU,
+LayerNorm) with an output bias. Later papers add options here (RoPE, RMSNorm, SwiGLU,
 grouped-query attention, sliding windows, mixtures of experts) rather than new copies.
 
 Attention runs through `F.scaled_dot_product_attention` (fused kernels on GPU).
@@ -38,6 +41,10 @@ class TransformerConfig:
     bias: bool = True
     tie_embeddings: bool = True  # output projection = token embedding (GPT-2; Vaswani Sec. 3.4)
     norm_eps: float = 1e-5
+    segments: int = 0  # token-type embeddings (BERT: 2 for sentence A/B; RoBERTa keeps 1)
+    embed_norm: bool = False  # LayerNorm over token + position (+ segment) embeddings (BERT)
+    pooler: bool = False  # tanh(W h + b) over one position, for classifiers (BERT's [CLS])
+    mlm_head: bool = False  # dense + GELU + LayerNorm before the output layer, + output bias
 
     @property
     def head_dim(self) -> int:
@@ -166,6 +173,8 @@ class Transformer(nn.Module):
             self.pos = nn.Embedding(cfg.max_len, cfg.dim)
         else:
             self.register_buffer("pe", sinusoidal_positions(cfg.max_len, cfg.dim), persistent=False)
+        self.segment = nn.Embedding(cfg.segments, cfg.dim) if cfg.segments else None
+        self.embed_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         enc = cfg.arch in ("encoder", "encoder-decoder")
         dec = cfg.arch in ("decoder", "encoder-decoder")
@@ -180,6 +189,17 @@ class Transformer(nn.Module):
         self.enc_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if final and enc else None
         self.dec_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if final and dec else None
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.pooler = nn.Linear(cfg.dim, cfg.dim) if cfg.pooler else None
+        self.head_transform = (
+            nn.Sequential(
+                nn.Linear(cfg.dim, cfg.dim),
+                nn.GELU(approximate="tanh") if cfg.activation == "gelu" else nn.ReLU(),
+                nn.LayerNorm(cfg.dim, eps=cfg.norm_eps),
+            )
+            if cfg.mlm_head
+            else None
+        )
+        self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.mlm_head else None
         self.apply(self._init)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
@@ -190,7 +210,9 @@ class Transformer(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def embed_tokens(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def embed_tokens(
+        self, tokens: torch.Tensor, offset: int = 0, segments: torch.Tensor | None = None
+    ) -> torch.Tensor:
         t = tokens.shape[1]
         if offset + t > self.cfg.max_len:
             raise ValueError(f"sequence of {offset + t} tokens exceeds max_len {self.cfg.max_len}")
@@ -199,12 +221,32 @@ class Transformer(nn.Module):
             x = x * math.sqrt(self.cfg.dim) + self.pe[offset : offset + t]  # Sec. 3.4
         else:
             x = x + self.pos(torch.arange(offset, offset + t, device=tokens.device))
+        if self.segment is not None:  # segment A (0) unless told otherwise
+            x = x + (self.segment.weight[0] if segments is None else self.segment(segments))
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         return self.drop(x)
 
-    def encode(self, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Bidirectional encoder states (B, T, D); pad_mask (B, T) True where a token is real."""
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of states (through the masked-LM transform when there is one)."""
+        if self.head_transform is None:
+            return self.head(states)
+        return self.head(self.head_transform(states)) + self.head_bias
+
+    def pool(self, states: torch.Tensor) -> torch.Tensor:
+        """BERT's pooler: tanh(W h + b) of one state per sequence (B, D), e.g. [CLS]'s."""
+        return torch.tanh(self.pooler(states))
+
+    def encode(
+        self,
+        tokens: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Bidirectional encoder states (B, T, D); pad_mask (B, T) True where a token is real;
+        segments (B, T) the token types when the model has segment embeddings."""
         mask = pad_mask[:, None, None, :] if pad_mask is not None else None
-        x = self.embed_tokens(tokens)
+        x = self.embed_tokens(tokens, segments=segments)
         for block in self.encoder:
             x = block(x, mask=mask)
         return self.enc_norm(x) if self.enc_norm is not None else x
@@ -240,11 +282,11 @@ class Transformer(nn.Module):
         logits (masked-LM head); encoder-decoder: `tokens` is the source, `target` the shifted
         target sequence."""
         if self.cfg.arch == "decoder":
-            return self.head(self.decode(tokens, cache=cache))
+            return self.logits(self.decode(tokens, cache=cache))
         if self.cfg.arch == "encoder":
-            return self.head(self.encode(tokens, pad_mask))
+            return self.logits(self.encode(tokens, pad_mask))
         memory = self.encode(tokens, pad_mask)
-        return self.head(self.decode(target, memory=memory, memory_mask=pad_mask, cache=cache))
+        return self.logits(self.decode(target, memory=memory, memory_mask=pad_mask, cache=cache))
 
     @torch.no_grad()
     def generate(
@@ -315,6 +357,32 @@ SIZES: dict[str, TransformerConfig] = {
         dropout=0.3,
     ),
 }
+# BERT: Devlin et al. 2018, Sec. 3 — BASE (L 12, H 768, A 12, 110M) and LARGE (L 24, H 1024, A 16,
+# 340M), d_ff 4H, 30,522 WordPiece tokens, 512 positions, 2 segments; post-norm, LayerNorm ε 1e-12
+# in the released code. RoBERTa (Liu et al. 2019, Sec. 4.4 / Appendix) keeps the network: a 50,265
+# token byte-level BPE, 514 positions (fairseq offsets them past the padding index), 1 token type.
+_BERT = TransformerConfig(
+    vocab_size=30522,
+    max_len=512,
+    arch="encoder",
+    norm="post",
+    dropout=0.1,
+    norm_eps=1e-12,
+    segments=2,
+    embed_norm=True,
+    pooler=True,
+    mlm_head=True,
+)
+_ROBERTA = replace(_BERT, vocab_size=50265, max_len=514, segments=1, norm_eps=1e-5)
+_LARGE = {"dim": 1024, "layers": 24, "heads": 16, "ff_dim": 4096}
+SIZES.update(
+    {
+        "bert-base": _BERT,
+        "bert-large": replace(_BERT, **_LARGE),
+        "roberta-base": _ROBERTA,
+        "roberta-large": replace(_ROBERTA, **_LARGE),
+    }
+)
 
 
 def transformer(name: str | None = None, **overrides) -> Transformer:

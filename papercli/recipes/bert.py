@@ -1,0 +1,241 @@
+"""BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding (Devlin et al.,
+2018).
+
+Claims checked at mini scale: masked-LM pre-training of a bidirectional encoder, then fine-tuning,
+beats the same network trained on the labelled task alone; and it beats the same-size network
+pre-trained as a left-to-right LM (Table 5: "LTR & No NSP" loses 3–11 points on MNLI, QNLI, MRPC,
+SQuAD against BERT-base).
+
+Three networks of equal size run side by side on the same batches (one run, two phases; see
+`_pretrain_finetune`):
+  bidirectional  phase 1: the masked LM of Sec. 3.1 — 15% of the tokens are chosen; 80% of those
+                 become [MASK], 10% a random token, 10% stay (Appendix A.1); the model predicts the
+                 chosen tokens from both sides. BERT's static masks: a sequence is masked the same
+                 way every time it is seen (`methods.masking`).
+  left_to_right  phase 1: the same network with causal attention trained as a left-to-right LM on
+                 the same windows (Table 5's "LTR & No NSP": "the left-only constraint was also
+                 applied at fine-tuning"); it classifies from the state of its last real token.
+  scratch        phase 2 only: the same fine-tuning from random weights.
+The network is BERT's (Sec. 3, the released code): post-LayerNorm encoder blocks, learned positions,
+segment embeddings, a LayerNorm over the embedding sum, GELU, the masked-LM head's transform
+(dense, GELU, LayerNorm) before the output layer tied to the token embeddings, N(0, 0.02) init.
+Fine-tuning (Sec. 3.2, Fig. 4b): the input is `[CLS] text [SEP]`, the class comes from a linear
+layer on BERT's pooled [CLS] state, tanh(W h_[CLS] + b), with dropout 0.1.
+
+Next sentence prediction is dropped here (no sentence pairs: the pre-training windows are
+contiguous 64-token stretches of the plays, as RoBERTa's FULL-SENTENCES, Liu et al. Sec. 4.2).
+Table 5 shows that dropping NSP costs BERT a little (MNLI 84.4 → 83.9) and RoBERTa (Table 2) finds
+it does not help; it applies equally to both pre-trained arms here, so it does not favour either.
+Without NSP the pooler is not pre-trained: it starts from random weights at fine-tuning.
+
+    mini   d 128, 4 layers, 4 heads, d_ff 512, 64-token windows, 1,024-token BPE; 800
+           pre-training steps of 32 windows, then 200 fine-tuning steps of 32 speeches
+    paper  Sec. 3 / Appendix A.2: BERT-base (L 12, H 768, A 12; 110M) or --set size=bert-large
+           (L 24, H 1024, A 16; 340M), 30,522 WordPiece ids, 512 positions, 2 segments; Adam lr
+           1e-4, β 0.9 / 0.999, L2 weight decay 0.01, warm-up over 10,000 steps then linear decay,
+           dropout 0.1, batch 256 × 512 tokens, 1M steps (~40 epochs of 3.3B words); fine-tuning
+           lr from {5e-5, 3e-5, 2e-5}, batch 32, 3 epochs. Data from --data FOLDER (text/*.txt,
+           e.g. BooksCorpus + Wikipedia; task/{train,test}.tsv)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from papercli.data import lm
+from papercli.methods.masking import IGNORE, MaskingRates, mask_tokens, sequence_seeds
+from papercli.models.transformer import SIZES, Transformer, TransformerConfig
+from papercli.recipes._pretrain_finetune import PretrainFinetuneConfig, PretrainFinetuneRecipe
+from papercli.reproduce.config import bounded, fraction
+from papercli.reproduce.engine import run
+
+
+@dataclass
+class BERTConfig(PretrainFinetuneConfig):
+    arms: tuple[str, ...] = ("bidirectional", "left_to_right", "scratch")
+    size: str = "mini"  # "mini", or the paper's "bert-base" / "bert-large"
+    dim: int = bounded(128, ge=8)  # mini network (size = mini)
+    layers: int = bounded(4, ge=1)
+    heads: int = bounded(4, ge=1)
+    mask_rate: float = fraction(0.15)  # Sec. 3.1: share of tokens predicted
+
+
+MINI = BERTConfig(
+    steps=1000,
+    batch_size=32,
+    eval_every=200,
+    log_every=25,
+    grad_clip=1.0,
+    lr=1e-3,
+    warmup_steps=50,
+    finetune_lr=2e-4,
+)
+# 1M steps of 256 sequences (Appendix A.2); 3 fine-tuning epochs are a few thousand updates for
+# a GLUE-sized task, so phase 2 is ~0.3% of the run. Batch 256 runs as 32 micro-batches of 8.
+PAPER = BERTConfig(
+    dataset="text",
+    size="bert-base",
+    vocab_size=30519,  # + [CLS], [SEP], [MASK] = the released 30,522 ids
+    context=512,
+    steps=1_003_000,
+    pretrain_fraction=1_000_000 / 1_003_000,
+    batch_size=256,
+    micro_batch_size=8,
+    lr=1e-4,
+    warmup_steps=10_000,
+    weight_decay=0.01,
+    finetune_lr=3e-5,
+    finetune_batch_size=32,
+    finetune_warmup=0.1,
+    labelled_per_class=None,
+    dropout=0.1,
+    eval_every=20_000,
+    log_every=500,
+    grad_clip=1.0,
+)
+
+
+class BERTClassifier(nn.Module):
+    """The pre-trained network plus the task's output layer on its pooled state (Sec. 3.2)."""
+
+    def __init__(self, cfg: TransformerConfig, classes: int):
+        super().__init__()
+        self.transformer = Transformer(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.dim, classes)
+
+
+class BERTRecipe(PretrainFinetuneRecipe):
+    """The bidirectional masked LM, and the left-to-right LM of Table 5, on the same network.
+    RoBERTa reuses it (`recipes/roberta.py`): which arms are bidirectional, which mask
+    dynamically, and how many windows each arm reads per step are the hooks it changes."""
+
+    paper = "bert"
+    config_class = BERTConfig
+    scales = {"mini": MINI, "paper": PAPER}
+    cfg: BERTConfig
+    CLS, SEP, MASK = "[CLS]", "[SEP]", "[MASK]"
+    SPECIALS = (CLS, SEP, MASK)
+    PRETRAINING_ARMS = ("bidirectional", "left_to_right")
+    PAPER_SIZES = ("bert-base", "bert-large")
+
+    # --- the paper's hooks ------------------------------------------------------------------------
+    def is_causal(self, name: str) -> bool:
+        return name == "left_to_right"
+
+    def dynamic_masks(self, name: str) -> bool:
+        return False  # BERT masks each sequence once (RoBERTa Sec. 4.1: "static masking")
+
+    # --- data -----------------------------------------------------------------------------------
+    def encode_task(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sec. 3 "Input/Output Representations": [CLS] text [SEP] (one segment)."""
+        return lm.encode_rows(
+            self.tokenizer,
+            texts,
+            self.cfg.context,
+            prefix=[self.special[self.CLS]],
+            suffix=[self.special[self.SEP]],
+            pad=self.eot,
+        )
+
+    # --- model ----------------------------------------------------------------------------------
+    def build_arm(self, name: str) -> nn.Module:
+        c = self.cfg
+        arch = "decoder" if self.is_causal(name) else "encoder"
+        if c.size in self.PAPER_SIZES:
+            base = SIZES[c.size]
+            max_len = max(base.max_len, c.context)
+        elif c.size == "mini":
+            base = replace(
+                SIZES[self.PAPER_SIZES[0]], dim=c.dim, layers=c.layers, heads=c.heads,
+                ff_dim=4 * c.dim,
+            )  # fmt: skip
+            max_len = c.context
+        else:
+            raise ValueError(f"unknown size '{c.size}' (mini, {', '.join(self.PAPER_SIZES)})")
+        cfg = replace(
+            base, arch=arch, vocab_size=self.model_vocab, max_len=max_len, dropout=c.dropout
+        )
+        return BERTClassifier(cfg, self.num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.task.classes) if hasattr(self, "task") else 6
+
+    # --- objectives -----------------------------------------------------------------------------
+    def mlm_inputs(self, x: torch.Tensor, step: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sec. 3.1 Task #1 / Appendix A.1: [CLS] window [SEP], 15% of its text tokens chosen
+        (80% [MASK], 10% random, 10% kept): (inputs, targets; IGNORE where not chosen). step=None:
+        static masks (a function of the sequence), else a fresh mask for this step (RoBERTa)."""
+        cls, sep = self.special[self.CLS], self.special[self.SEP]
+        edge = torch.full_like(x[:, :1], cls), torch.full_like(x[:, :1], sep)
+        rows = torch.cat([edge[0], x[:, : x.shape[1] - 2], edge[1]], dim=1)
+        maskable = (rows < self.cfg.vocab_size) & (rows != self.eot)  # never [CLS]/[SEP]/eot
+        return mask_tokens(
+            rows,
+            maskable,
+            sequence_seeds(rows, self.ctx.seed, step),
+            mask_id=self.special[self.MASK],
+            random_vocab=self.cfg.vocab_size,
+            rates=MaskingRates(select=self.cfg.mask_rate),
+        )
+
+    def mlm_loss(self, arm: nn.Module, x: torch.Tensor, step: int | None) -> torch.Tensor:
+        """Predict the chosen tokens from both sides: cross-entropy at those positions only."""
+        inputs, targets = self.mlm_inputs(x, step)
+        chosen = targets != IGNORE
+        states = arm.transformer.encode(inputs)[chosen]  # only the predicted positions
+        return F.cross_entropy(arm.transformer.logits(states).float(), targets[chosen])
+
+    def ltr_loss(self, arm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Table 5's LTR model: next-token prediction over [CLS] window, causal attention."""
+        inputs = torch.cat([torch.full_like(x[:, :1], self.special[self.CLS]), x[:, :-1]], dim=1)
+        logits = arm.transformer.logits(arm.transformer.decode(inputs)).float()
+        return F.cross_entropy(logits.flatten(0, 1), x.flatten())
+
+    def pretrain_loss(self, name, arm, x, y, step) -> torch.Tensor:
+        if self.is_causal(name):
+            return self.ltr_loss(arm, x)
+        return self.mlm_loss(arm, x, step if self.dynamic_masks(name) else None)
+
+    def classify(self, arm, rows, lengths) -> torch.Tensor:
+        """Sec. 3.2: a linear layer on the pooled [CLS] state; the left-to-right network pools
+        its last real token (the last text token before [SEP]: the only state that has read
+        the whole text under causal attention, as GPT's extract token)."""
+        at = torch.arange(len(rows), device=rows.device)
+        if arm.transformer.cfg.arch == "decoder":
+            h = arm.transformer.decode(rows)[at, lengths - 2]
+        else:
+            real = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]
+            h = arm.transformer.encode(rows, real)[:, 0]
+        return arm.classifier(arm.drop(arm.transformer.pool(h)))
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Task accuracy of every arm, and each pre-trained arm's own pre-training loss on the
+        unseen plays (static masks, so every evaluation scores the same corrupted windows)."""
+        metrics = super().evaluate(model)
+        x, _ = self.held.at(self.held.spread(64))
+        x = x.to(self.ctx.device)
+        for name in self.PRETRAINING_ARMS:
+            if name not in model:
+                continue
+            if self.is_causal(name):
+                metrics[f"{name}_heldout_lm_loss"] = float(self.ltr_loss(model[name], x))
+            else:
+                metrics[f"{name}_heldout_mlm_loss"] = float(self.mlm_loss(model[name], x, None))
+        return metrics
+
+    def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
+        m = super().final_metrics(model, last_eval)
+        if {"bidirectional_test_acc", "left_to_right_test_acc"} <= set(m):  # Table 5
+            m["bidirectional_over_ltr"] = m["bidirectional_test_acc"] - m["left_to_right_test_acc"]
+        return m
+
+
+if __name__ == "__main__":
+    run(BERTRecipe)

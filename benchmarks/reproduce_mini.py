@@ -1,6 +1,6 @@
 """The full mini reproductions, end to end through the CLI, with their verdicts and wall times.
 
-    python benchmarks/reproduce_mini.py                 # unet, resnet, vit, vae, gan with seed 0
+    python benchmarks/reproduce_mini.py                 # the default --papers list, seed 0
     python benchmarks/reproduce_mini.py --papers unet --seeds 0 1 2
 
 Each run is a fresh `papercli reproduce ID --json` process under a temporary PAPERCLI_HOME; the
@@ -32,7 +32,7 @@ def reproduce(paper: str, *args: str, env: dict) -> subprocess.CompletedProcess:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--papers", nargs="+", default=["unet", "resnet", "vit", "gpt-2", "vae", "gan"])
+    p.add_argument("--papers", nargs="+", default=["unet", "resnet", "vit", "gpt-2", "vae", "gan", "ddpm", "latent-diffusion"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--no-control", dest="control", action="store_false")
     args = p.parse_args()

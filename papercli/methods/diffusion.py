@@ -43,6 +43,14 @@ def linear_betas(T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> t
     return torch.linspace(beta_1, beta_T, T, dtype=torch.float64)
 
 
+def sqrt_linear_betas(
+    T: int = 1000, beta_1: float = 0.0015, beta_T: float = 0.0195
+) -> torch.Tensor:
+    """Latent diffusion's "linear" schedule (Rombach et al. 2022, released configs): √β linear
+    from √β_1 to √β_T, squared (float64)."""
+    return torch.linspace(beta_1**0.5, beta_T**0.5, T, dtype=torch.float64) ** 2
+
+
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) elementwise."""
     return 0.5 * (

@@ -23,6 +23,7 @@ FAMILIES = (
     "papercli.models.unet",
     "papercli.models.transformer",
     "papercli.models.diffusion_unet",
+    "papercli.models.autoencoder_kl",
 )
 
 

@@ -72,17 +72,20 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
+    """`temb` = 0: no time input (the latent-diffusion autoencoder's blocks)."""
+
     def __init__(self, cin: int, cout: int, temb: int, dropout: float, groups: int):
         super().__init__()
         self.norm1, self.conv1 = _norm(cin, groups), nn.Conv2d(cin, cout, 3, padding=1)
-        self.temb_proj = nn.Linear(temb, cout)
+        self.temb_proj = nn.Linear(temb, cout) if temb else None
         self.norm2, self.conv2 = _norm(cout, groups), nn.Conv2d(cout, cout, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+        if self.temb_proj is not None:
+            h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.shortcut(x) + h
 

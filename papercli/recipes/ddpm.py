@@ -43,7 +43,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from papercli.methods.diffusion import GaussianDiffusion, VarType, linear_betas
+from papercli.methods.diffusion import GaussianDiffusion, VarType, linear_betas, sqrt_linear_betas
 from papercli.methods.ema import EMA
 from papercli.models.diffusion_unet import DiffusionUNet, DiffusionUNetConfig
 from papercli.recipes._generative import GenerativeConfig, ImageGenerativeRecipe, save_grid
@@ -68,6 +68,7 @@ class DDPMConfig(GenerativeConfig):
     T: int = bounded(1000, ge=2)
     beta_1: float = bounded(1e-4, gt=0.0, lt=1.0)
     beta_T: float = bounded(0.02, gt=0.0, lt=1.0)
+    beta_schedule: Literal["linear", "sqrt-linear"] = "linear"  # sqrt-linear: latent diffusion's
     var_type: Literal["fixedlarge", "fixedsmall"] = "fixedlarge"
     sample_steps: int = bounded(1000, ge=1)  # < T: a respaced subsequence of the T steps
     # optimisation (Appendix B)
@@ -124,8 +125,9 @@ def unet_config(cfg: DDPMConfig, channels: int, side: int) -> DiffusionUNetConfi
 
 
 def diffusion_for(cfg: DDPMConfig) -> GaussianDiffusion:
+    betas = {"linear": linear_betas, "sqrt-linear": sqrt_linear_betas}[cfg.beta_schedule]
     var: VarType = cfg.var_type
-    return GaussianDiffusion(linear_betas(cfg.T, cfg.beta_1, cfg.beta_T), var)
+    return GaussianDiffusion(betas(cfg.T, cfg.beta_1, cfg.beta_T), var)
 
 
 def warmup_adam(params, cfg: DDPMConfig):

@@ -53,7 +53,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from papercli.methods.diffusion import GaussianDiffusion, linear_betas, sqrt_linear_betas
 from papercli.methods.ema import EMA
 from papercli.models.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
 from papercli.models.diffusion_unet import DiffusionUNet
@@ -70,7 +69,7 @@ class LDMConfig(DDPMConfig):
     dataset: Literal["fashion-mnist", "digits", "cifar10", "imagenet"] = "fashion-mnist"
     image_size: int = bounded(0, ge=0)  # 0: the data set's own side
     arms: tuple[str, ...] = LATENT_ARMS
-    beta_schedule: Literal["linear", "sqrt-linear"] = "sqrt-linear"
+    beta_schedule: Literal["linear", "sqrt-linear"] = "sqrt-linear"  # the released configs
     # the first stage (Section 3.1)
     ae_ch: int = bounded(128, ge=1)
     ae_ch_mult: tuple[int, ...] = (1, 2, 4)  # f = 2^(len − 1)
@@ -146,14 +145,6 @@ class LatentDiffusionRecipe(DDPMRecipe):
     config_class = LDMConfig
     scales = {"mini": MINI, "paper": PAPER}
     cfg: LDMConfig
-
-    def setup_data(self) -> None:
-        super().setup_data()
-        betas = {"linear": linear_betas, "sqrt-linear": sqrt_linear_betas}[self.cfg.beta_schedule]
-        self.diffusion = GaussianDiffusion(
-            betas(self.cfg.T, self.cfg.beta_1, self.cfg.beta_T), self.cfg.var_type
-        )
-        self.sampler = self.diffusion.respaced(self.cfg.sample_steps)
 
     # --- model ------------------------------------------------------------------------------------
     @property
@@ -260,7 +251,8 @@ class LatentDiffusionRecipe(DDPMRecipe):
         return (mean + torch.exp(0.5 * logvar) * eps) * self.latent_scale(ae)
 
     def latent_scale(self, ae: nn.Module) -> float:
-        """1 / std of the latents of 1,000 training images (fixed once the autoencoder is)."""
+        """1 / std of the latents of 1,000 training images (cached once the autoencoder is
+        frozen; recomputed after a resume, from the same weights)."""
         if getattr(self, "_scale", None) is None:
             with torch.no_grad():
                 mean, _ = ae.encoder(self.train_x[:1000].to(self.ctx.device) * 2 - 1)
@@ -281,6 +273,7 @@ class LatentDiffusionRecipe(DDPMRecipe):
         if step < self.ae_steps:  # stage 1: the autoencoder
             logged.update(trainer.accumulate(step, self.ae_loss))
             trainer.step_optimizers(["autoencoder"])
+            self._scale = None  # the latent scale is measured on the final autoencoder
         elif "latent" in self.cfg.arms:  # stage 2: diffusion on the frozen autoencoder's latents
             logged.update(trainer.accumulate(step, self.latent_loss))
             trainer.step_optimizers(["latent"])

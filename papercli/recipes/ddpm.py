@@ -20,7 +20,7 @@ process, objectives and sampler are `papercli.methods.diffusion`; the network is
            ~1 s per batch of 64 on 2 cores, and 1,000 samples × 50 steps another ~6 min per arm).
            The same U-Net class at ch 16, multipliers 1,2, one ResBlock per level, attention at
            4x4 (177k parameters per arm); the paper's T = 1000 and β schedule for training.
-           Changed: Adam lr 1e-3 with 100 warm-up steps, batch 64 for 1,500 steps, EMA 0.995 (a
+           Changed: Adam lr 1e-3 with 100 warm-up steps, batch 64 for 1,000 steps, EMA 0.995 (a
            0.9999 average needs ~10⁴ steps to forget its initialisation), no flips (digits are
            not mirror-symmetric), and sampling walks a respaced subsequence of 50 of the 1,000
            timesteps (Nichol & Dhariwal, 2021) — the same ᾱ_t at the visited steps, so the
@@ -101,10 +101,10 @@ MINI = DDPMConfig(
     ema_decay=0.995,
     hflip=False,
     sample_steps=50,
-    steps=1500,
+    steps=1000,
     batch_size=64,
     grad_clip=1.0,
-    eval_every=1500,
+    eval_every=1000,
     log_every=50,
     fd_samples=500,
     fd_classifier_steps=800,

@@ -26,15 +26,16 @@ deviation"; one scalar here, as the released code's `scale_factor`).
            at 32, 16, 8, 2 ResBlocks: 274M parameters), batch 48, lr 9.6e-5 (the released
            base_learning_rate 2e-6 × batch 48), 410k steps. No CelebA-HQ loader exists here yet:
            --data must hold images of that shape (see the data-set registry).
-    mini   Fashion-MNIST 28x28: a KL-f4 autoencoder (ch 32, multipliers 1,2,2, 1 ResBlock,
+    mini   Fashion-MNIST 28x28: a KL-f4 autoencoder (ch 8, multipliers 1,2,2, 1 ResBlock,
            z 7x7x3, KL weight 1e-6, L1 reconstruction only — the perceptual and adversarial
-           losses need a pretrained VGG and a second network, dropped), trained first for
-           `ae_fraction` of the steps, then frozen; the latent U-Net (ch 32, multipliers 1,2,
-           attention at 4x4) for the rest. The pixel-space baseline (same U-Net width,
-           multipliers 1,2,2, attention at 7x7) trains on the same batches for as many steps as
-           buy the same number of training FLOPs as autoencoder + latent model together (counted
-           with torch's FlopCounterMode, forward and backward, encoder forward included).
-           Sampling: 50 respaced steps of the T = 1000 for both.
+           losses need a pretrained VGG and a second network, dropped; Adam lr 2e-3), trained
+           first for `ae_fraction` = 30 % of the 600 steps of 32 images, then frozen; the latent
+           U-Net (ch 16, multipliers 1,2, attention at 4x4) for the other 420. The pixel-space
+           baseline (the same U-Net width, multipliers 1,2,2, attention at 7x7) trains on the same
+           batches for as many steps as buy the same training FLOPs as autoencoder and latent
+           model together (counted with torch's FlopCounterMode, forward and backward, the frozen
+           encoder's forward included): 79 steps. Both: lr 1e-3 (50 warm-up steps), EMA 0.99,
+           25 respaced sampling steps of the T = 1000, 300 samples per Fréchet score.
 
 Metrics: fd_<data>_classifier (latent model, decoded samples), pixel_fd_<data>_classifier,
 fd_gain = pixel − latent, ae_recon_mse and ae_psnr (held-out images in [0, 1]), pixel_steps,

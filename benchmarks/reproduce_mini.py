@@ -23,7 +23,7 @@ import time
 PAPERS = [
     *("unet", "resnet", "vit"),
     *("transformer", "gpt", "gpt-2", "bert", "roberta"),
-    *("vae", "gan"),
+    *("vae", "gan", "ddpm", "latent-diffusion"),
 ]
 
 

@@ -22,6 +22,8 @@ FAMILIES = (
     "papercli.models.vit",
     "papercli.models.unet",
     "papercli.models.transformer",
+    "papercli.models.diffusion_unet",
+    "papercli.models.autoencoder_kl",
 )
 
 

@@ -69,3 +69,23 @@ def test_damaged_cache_is_retrained(papercli_home):
     path.write_bytes(b"not a checkpoint")
     net = feature_net("digits", d["train_x"], d["train_y"], 10, steps=20)
     assert net.features.weight.shape == (64, 128) and path.stat().st_size > 1000
+
+
+def test_paper_scale_inception_fid_asks_for_its_weights_and_library(tmp_path):
+    """The real FID is computed only from weights the user points to, never downloaded; a
+    missing file or a missing torch-fidelity stops the run with one line, before training."""
+    import importlib.util
+
+    from test_reproduce_cli import papercli
+
+    base = ["reproduce", "vae", "--steps", "1", "--out", str(tmp_path / "run"), "--set",
+            "dataset=digits", "--set", "fd_classifier_steps=5", "--set", "fd_samples=100"]  # fmt: skip
+    missing = papercli(*base, "--set", f"inception_weights={tmp_path / 'nope.pth'}")
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "no such Inception weights file" in missing.stderr
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"not checked before the library")
+    if importlib.util.find_spec("torch_fidelity") is None:
+        no_lib = papercli(*base, "--set", f"inception_weights={weights}")
+        assert no_lib.returncode != 0 and "Traceback" not in no_lib.stderr
+        assert "pip install 'papercli[fid]'" in no_lib.stderr

@@ -22,6 +22,9 @@ class GenerativeConfig(TrainConfig):
     dataset: Literal["fashion-mnist", "digits"] = "fashion-mnist"
     fd_samples: int = bounded(2000, ge=100)  # generated (and real test) images per Fréchet score
     fd_classifier_steps: int = bounded(800, ge=1)  # training of the cached feature classifier
+    # paper scale: the real FID too, from the Inception weights file given here (see
+    # papercli.metrics.inception_fid; needs the `fid` extra)
+    inception_weights: str | None = None
 
 
 class ImageGenerativeRecipe(Recipe):
@@ -54,6 +57,21 @@ class ImageGenerativeRecipe(Recipe):
             steps=self.cfg.fd_classifier_steps,
         )
         self.fd = FrechetScorer(net, self.test_x[: self.cfg.fd_samples])
+        self.fid: FrechetScorer | None = None
+        if self.cfg.inception_weights:
+            from papercli.metrics.inception_fid import InceptionFeatures
+
+            weights = Path(self.cfg.inception_weights).expanduser()
+            inception = InceptionFeatures(weights, self.ctx.device)
+            self.fid = FrechetScorer(inception, self.test_x[: self.cfg.fd_samples])
+
+    def sample_quality(self, samples: torch.Tensor, prefix: str = "") -> dict[str, float]:
+        """The Fréchet distance of samples (N, C, H, W in [0, 1]) to the test images in the
+        classifier's features, and in Inception's when the run has its weights."""
+        out = {prefix + self.fd_name: self.fd(samples)}
+        if self.fid is not None:
+            out[prefix + "inception_fid"] = self.fid(samples)
+        return out
 
     def steps_per_epoch(self) -> int:
         n = len(self.train_x) if hasattr(self, "train_x") else self.spec.train_size

@@ -231,8 +231,8 @@ class DDPMRecipe(ImageGenerativeRecipe):
             metrics[f"{arm}_test_loss_simple"] = float(
                 self.diffusion.loss_simple(net, x0, t, noise).mean()
             )
-            fd = self.fd(self.samples(arm, self.cfg.fd_samples)[0])
-            metrics[self.fd_name if arm == "simple" else f"{arm}_{self.fd_name}"] = fd
+            prefix = "" if arm == "simple" else f"{arm}_"
+            metrics.update(self.sample_quality(self.samples(arm, self.cfg.fd_samples)[0], prefix))
         if {"simple", "vlb"} <= set(model):
             metrics["fd_gain"] = metrics[f"vlb_{self.fd_name}"] - metrics[self.fd_name]
         return metrics

@@ -191,18 +191,20 @@ class GANRecipe(ImageGenerativeRecipe):
         test = self.test_x[: self.cfg.parzen_test].to(s.device)
         return float(parzen_log_likelihood(test, s, best).mean())
 
-    def scores(self, generator: nn.Module) -> tuple[float, float]:
-        return self.parzen(generator), self.fd(self.samples(generator, self.cfg.fd_samples))
+    def scores(self, generator: nn.Module) -> tuple[float, dict[str, float]]:
+        return self.parzen(generator), self.sample_quality(
+            self.samples(generator, self.cfg.fd_samples)
+        )
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if not hasattr(self, "baseline"):
             self.baseline = self.scores(self.initial_generator.to(self.ctx.device).eval())
-        parzen, fd = self.scores(model["generator"])
+        parzen, quality = self.scores(model["generator"])
         return {
             "parzen_ll": parzen,
             "parzen_gain": parzen - self.baseline[0],
-            self.fd_name: fd,
-            "fd_drop": self.baseline[1] - fd,
+            **quality,
+            "fd_drop": self.baseline[1][self.fd_name] - quality[self.fd_name],
         }
 
     def plots(self, model: nn.Module, run_dir: Path) -> None:

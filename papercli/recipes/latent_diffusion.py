@@ -304,8 +304,8 @@ class LatentDiffusionRecipe(DDPMRecipe):
         mse = float(F.mse_loss(self.reconstruct(ae, x), x))
         metrics = {"ae_recon_mse": mse, "ae_psnr": 10 * math.log10(1 / max(mse, 1e-12))}
         for arm in self.cfg.arms:
-            fd = self.fd(self.samples(arm, self.cfg.fd_samples)[0])
-            metrics[self.fd_name if arm == "latent" else f"{arm}_{self.fd_name}"] = fd
+            prefix = "" if arm == "latent" else f"{arm}_"
+            metrics.update(self.sample_quality(self.samples(arm, self.cfg.fd_samples)[0], prefix))
             metrics[f"{arm}_tflops"] = self.spent[arm] / 1e12
         if "pixel" in self.cfg.arms:
             metrics["pixel_steps"] = float(self.pixel_steps)

@@ -176,7 +176,9 @@ class VAERecipe(ImageGenerativeRecipe):
             eps = torch.randn(len(x), m.latent, generator=g).to(x.device)
             metrics[f"{arm}_test_elbo"] = float(m.elbo(x, eps).mean())
         if "aevb" in model:
-            metrics[self.fd_name] = self.fd(self.sample_means(model["aevb"], self.cfg.fd_samples))
+            metrics.update(
+                self.sample_quality(self.sample_means(model["aevb"], self.cfg.fd_samples))
+            )
         return metrics
 
     def sample_means(self, m: GaussianMLPVAE, n: int, seed: int = 0) -> torch.Tensor:

@@ -22,6 +22,7 @@ FAMILIES = (
     "papercli.models.vit",
     "papercli.models.unet",
     "papercli.models.transformer",
+    "papercli.models.bilm",
 )
 
 

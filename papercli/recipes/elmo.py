@@ -24,8 +24,8 @@ Dropout is applied to the features (Sec. 3.3). The biLM is stored once (`bilm` i
 read, frozen, by every arm.
 
     mini   token embeddings (no character CNN), d 128, LSTMs of 512 cells projected to 128, 64-token
-           windows, 1,024-token BPE; pre-training on 32 windows per step, then fine-tuning on 32
-           speeches; a task biLSTM of 64 cells per direction
+           windows, 1,024-token BPE; 600 pre-training steps of 32 windows, then 200 fine-tuning
+           steps of 32 speeches; a task biLSTM of 64 cells per direction
     paper  Sec. 3.4, the released "original" model: character CNN (2048 filters, 2 highways),
            2 × biLSTM of 4096 cells with 512-d projections: 93.6M parameters (+ the softmax over
            the 1B Word Benchmark's 793,471 words); trained 10 epochs on the benchmark (~800M
@@ -62,9 +62,10 @@ class ELMoConfig(PretrainFinetuneConfig):
 
 
 MINI = ELMoConfig(
-    steps=1000,
+    steps=800,
+    pretrain_fraction=0.75,
     batch_size=32,
-    eval_every=200,
+    eval_every=400,
     log_every=25,
     grad_clip=1.0,
     lr=2e-3,

@@ -23,7 +23,8 @@ while the model still emits non-labels. The decoder starts from the pad token, a
 pad and end-of-sequence are both the BPE's end-of-text token.
 
     mini   d 128, 3 + 3 layers, 4 heads, d_ff 512, 64-token windows, 1,024-token BPE; 16
-           sentinels; pre-training on 32 windows per step, then fine-tuning on 32 speeches
+           sentinels; 600 pre-training steps of 32 windows, then 200 fine-tuning steps of 32
+           speeches
     paper  the baseline of Sec. 3.1 = T5-base (Table 14 sizes in `models.transformer.SIZES`,
            t5-small … t5-11b; 222.9M parameters): pre-training for 2^19 steps of 128 sequences of
            512 tokens on C4 with Adafactor and the inverse square root schedule 1/sqrt(max(n, 10^4))
@@ -63,9 +64,10 @@ class T5Config(PretrainFinetuneConfig):
 
 
 MINI = T5Config(
-    steps=1000,
+    steps=800,
+    pretrain_fraction=0.75,
     batch_size=32,
-    eval_every=200,
+    eval_every=400,
     log_every=25,
     grad_clip=1.0,
     lr=1e-3,

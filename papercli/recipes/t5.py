@@ -72,7 +72,7 @@ MINI = T5Config(
     grad_clip=1.0,
     lr=1e-3,
     warmup_steps=50,
-    finetune_lr=3e-4,
+    finetune_lr=1e-3,
 )
 # Sec. 3.1.2–3.1.3: 2^19 pre-training steps, then 2^18 fine-tuning steps, both of 128 sequences
 # of 512 tokens, Adafactor (configure_optimizers).

@@ -22,7 +22,7 @@ import time
 # every recipe's paper, one line per family
 PAPERS = [
     *("unet", "resnet", "vit"),
-    *("transformer", "gpt", "gpt-2", "bert", "roberta"),
+    *("transformer", "gpt", "gpt-2", "bert", "roberta", "t5", "elmo"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
 ]
 

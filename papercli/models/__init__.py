@@ -24,6 +24,7 @@ FAMILIES = (
     "papercli.models.transformer",
     "papercli.models.diffusion_unet",
     "papercli.models.autoencoder_kl",
+    "papercli.models.bilm",
 )
 
 

@@ -2,14 +2,16 @@
 builders, nanoGPT's readability): decoder-only (GPT, GPT-2), encoder-only (BERT, RoBERTa) and
 encoder-decoder (the Transformer of Vaswani et al., T5) are the same blocks arranged differently.
 
-Options: learned or sinusoidal positions (Attention Is All You Need, Sec. 3.5), pre- or post-norm
-(the original Transformer and BERT normalise after each residual sum; GPT-2 moves LayerNorm to
-each block's input, Radford et al. 2019, Sec. 2.3), GELU or ReLU feed-forward, tied input/output
-embeddings, and a KV cache for generation. BERT's extras (Devlin et al. 2018, Sec. 3 and the
-released code) are options too: segment (token-type) embeddings, a LayerNorm over the embedding
-sum, the tanh pooler over one position, and the masked-LM head's transform (dense, GELU,
-LayerNorm) with an output bias. Later papers add options here (RoPE, RMSNorm, SwiGLU,
-grouped-query attention, sliding windows, mixtures of experts) rather than new copies.
+Options: learned or sinusoidal positions (Attention Is All You Need, Sec. 3.5) or T5's relative
+position bias (Raffel et al. 2019, Sec. 2.1), pre- or post-norm (the original Transformer and BERT
+normalise after each residual sum; GPT-2 moves LayerNorm to each block's input, Radford et al.
+2019, Sec. 2.3), LayerNorm or RMSNorm (T5: scale only, no mean subtraction, no bias), GELU or ReLU
+feed-forward, bias-free dense layers, tied input/output embeddings, and a KV cache for generation.
+BERT's extras (Devlin et al. 2018, Sec. 3 and the released code) are options too: segment
+(token-type) embeddings, a LayerNorm over the embedding sum, the tanh pooler over one position,
+and the masked-LM head's transform (dense, GELU, LayerNorm) with an output bias. Later papers add
+options here (RoPE, SwiGLU, grouped-query attention, sliding windows, mixtures of experts) rather
+than new copies.
 
 Attention runs through `F.scaled_dot_product_attention` (fused kernels on GPU).
 """
@@ -34,8 +36,9 @@ class TransformerConfig:
     ff_dim: int = 3072  # d_ff
     max_len: int = 1024  # context length (learned positions)
     arch: Literal["decoder", "encoder", "encoder-decoder"] = "decoder"
-    positions: Literal["learned", "sinusoidal"] = "learned"
+    positions: Literal["learned", "sinusoidal", "relative"] = "learned"
     norm: Literal["pre", "post"] = "pre"
+    norm_type: Literal["layer", "rms"] = "layer"  # LayerNorm, or RMSNorm (T5, Llama)
     activation: Literal["gelu", "relu"] = "gelu"
     dropout: float = 0.0
     bias: bool = True
@@ -45,10 +48,13 @@ class TransformerConfig:
     embed_norm: bool = False  # LayerNorm over token + position (+ segment) embeddings (BERT)
     pooler: bool = False  # tanh(W h + b) over one position, for classifiers (BERT's [CLS])
     mlm_head: bool = False  # dense + GELU + LayerNorm before the output layer, + output bias
+    attn_dim: int = 0  # heads × d_kv where that differs from dim (T5-3B/11B); 0: dim
+    relative_buckets: int = 32  # positions="relative": buckets per stack (T5, Sec. 2.1)
+    relative_max_distance: int = 128  # beyond it, all distances share the last bucket
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.heads
+        return (self.attn_dim or self.dim) // self.heads
 
 
 @dataclass
@@ -74,15 +80,64 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     return pe
 
 
+def make_norm(cfg: TransformerConfig) -> nn.Module:
+    """LayerNorm, or RMSNorm: x / rms(x) · g, no mean subtraction and no bias (T5's layer norm,
+    Raffel et al. Sec. 2.1: "a simplified version of layer normalization")."""
+    if cfg.norm_type == "rms":
+        return nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's position encoding (Raffel et al. 2019, Sec. 2.1): a learned scalar per head and
+    relative-distance bucket, added to the attention logits; one table per stack, shared by its
+    layers. Buckets are exact for short distances and logarithmic up to `relative_max_distance`;
+    the encoder's (bidirectional) table splits them between keys before and after the query."""
+
+    def __init__(self, cfg: TransformerConfig, *, bidirectional: bool):
+        super().__init__()
+        self.buckets, self.max_distance = cfg.relative_buckets, cfg.relative_max_distance
+        self.bidirectional = bidirectional
+        self.bias = nn.Embedding(cfg.relative_buckets, cfg.heads)
+
+    def bucket(self, relative: torch.Tensor) -> torch.Tensor:
+        """Bucket of each (key − query) distance."""
+        buckets, out = self.buckets, torch.zeros_like(relative)
+        if self.bidirectional:
+            buckets //= 2
+            out = (relative > 0).long() * buckets
+            distance = relative.abs()
+        else:  # a causal decoder only looks back
+            distance = (-relative).clamp(min=0)
+        exact = buckets // 2
+        log = (
+            exact
+            + (
+                torch.log(distance.float().clamp(min=1) / exact)
+                / math.log(self.max_distance / exact)
+                * (buckets - exact)
+            ).long()
+        )
+        return out + torch.where(distance < exact, distance, log.clamp(max=buckets - 1))
+
+    def forward(self, queries: int, keys: int, offset: int = 0) -> torch.Tensor:
+        """Additive bias (1, heads, queries, keys); the queries sit at offset … offset+queries−1."""
+        dev = self.bias.weight.device
+        q = torch.arange(offset, offset + queries, device=dev)[:, None]
+        relative = torch.arange(keys, device=dev)[None, :] - q
+        return self.bias(self.bucket(relative)).permute(2, 0, 1)[None]
+
+
 class Attention(nn.Module):
     """Multi-head attention (Sec. 3.2.2): self-attention, or cross-attention to `memory`."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.heads, self.dropout = cfg.heads, cfg.dropout
-        self.q = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
-        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim, bias=cfg.bias)
-        self.out = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
+        inner = cfg.heads * cfg.head_dim
+        self.q = nn.Linear(cfg.dim, inner, bias=cfg.bias)
+        self.kv = nn.Linear(cfg.dim, 2 * inner, bias=cfg.bias)
+        self.out = nn.Linear(inner, cfg.dim, bias=cfg.bias)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, heads, T, D/heads)
         b, t, d = x.shape
@@ -110,6 +165,8 @@ class Attention(nn.Module):
         if causal and not is_causal and mask is None and q.shape[2] > 1:
             t, s = q.shape[2], k.shape[2]
             mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
+        if mask is not None and mask.is_floating_point():  # a position bias, in q's precision
+            mask = mask.to(q.dtype)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal,
@@ -143,7 +200,7 @@ class Block(nn.Module):
         self.cross = Attention(cfg) if cross else None
         self.ff = FeedForward(cfg)
         n = 3 if cross else 2
-        self.norms = nn.ModuleList(nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) for _ in range(n))
+        self.norms = nn.ModuleList(make_norm(cfg) for _ in range(n))
         self.drop = nn.Dropout(cfg.dropout)
 
     def _residual(self, x: torch.Tensor, i: int, sublayer) -> torch.Tensor:
@@ -171,7 +228,7 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         if cfg.positions == "learned":
             self.pos = nn.Embedding(cfg.max_len, cfg.dim)
-        else:
+        elif cfg.positions == "sinusoidal":
             self.register_buffer("pe", sinusoidal_positions(cfg.max_len, cfg.dim), persistent=False)
         self.segment = nn.Embedding(cfg.segments, cfg.dim) if cfg.segments else None
         self.embed_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if cfg.embed_norm else None
@@ -186,8 +243,11 @@ class Transformer(nn.Module):
         # pre-norm stacks end with a LayerNorm (GPT-2: "an additional layer normalization was added
         # after the final self-attention block"); post-norm blocks already end normalised
         final = cfg.norm == "pre"
-        self.enc_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if final and enc else None
-        self.dec_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if final and dec else None
+        self.enc_norm = make_norm(cfg) if final and enc else None
+        self.dec_norm = make_norm(cfg) if final and dec else None
+        relative = cfg.positions == "relative"
+        self.enc_bias = RelativePositionBias(cfg, bidirectional=True) if relative and enc else None
+        self.dec_bias = RelativePositionBias(cfg, bidirectional=False) if relative and dec else None
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.pooler = nn.Linear(cfg.dim, cfg.dim) if cfg.pooler else None
         self.head_transform = (
@@ -214,9 +274,11 @@ class Transformer(nn.Module):
         self, tokens: torch.Tensor, offset: int = 0, segments: torch.Tensor | None = None
     ) -> torch.Tensor:
         t = tokens.shape[1]
+        x = self.embed(tokens)
+        if self.cfg.positions == "relative":  # positions enter as attention biases instead
+            return self.drop(x)
         if offset + t > self.cfg.max_len:
             raise ValueError(f"sequence of {offset + t} tokens exceeds max_len {self.cfg.max_len}")
-        x = self.embed(tokens)
         if self.cfg.positions == "sinusoidal":
             x = x * math.sqrt(self.cfg.dim) + self.pe[offset : offset + t]  # Sec. 3.4
         else:
@@ -246,6 +308,9 @@ class Transformer(nn.Module):
         """Bidirectional encoder states (B, T, D); pad_mask (B, T) True where a token is real;
         segments (B, T) the token types when the model has segment embeddings."""
         mask = pad_mask[:, None, None, :] if pad_mask is not None else None
+        if self.enc_bias is not None:
+            t = tokens.shape[1]
+            mask = _biased(self.enc_bias(t, t), mask)
         x = self.embed_tokens(tokens, segments=segments)
         for block in self.encoder:
             x = block(x, mask=mask)
@@ -265,9 +330,16 @@ class Transformer(nn.Module):
             cache.keys = [None] * len(self.decoder)
             cache.values = [None] * len(self.decoder)
         mm = memory_mask[:, None, None, :] if memory_mask is not None else None
+        mask = None
+        if self.dec_bias is not None:  # the bias carries the causal mask too
+            t = tokens.shape[1]
+            seen = torch.ones(t, offset + t, dtype=torch.bool, device=tokens.device)
+            mask = _biased(self.dec_bias(t, offset + t, offset), seen.tril(diagonal=offset))
         x = self.embed_tokens(tokens, offset)
         for i, block in enumerate(self.decoder):
-            x = block(x, causal=True, memory=memory, memory_mask=mm, cache=cache, layer=i)
+            x = block(
+                x, causal=True, mask=mask, memory=memory, memory_mask=mm, cache=cache, layer=i
+            )
         return self.dec_norm(x) if self.dec_norm is not None else x
 
     def forward(
@@ -316,6 +388,11 @@ class Transformer(nn.Module):
                 nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(prompt.device)
             tokens = torch.cat([tokens, nxt], dim=1)
         return tokens
+
+
+def _biased(bias: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """A relative position bias as an additive attention mask, −inf where `allowed` is False."""
+    return bias if allowed is None else torch.where(allowed, bias, float("-inf"))
 
 
 # The papers' sizes. GPT-2: Radford et al. 2019, Table 2 (117M/345M/762M/1542M as reported; the
@@ -383,6 +460,33 @@ SIZES.update(
         "roberta-large": replace(_ROBERTA, **_LARGE),
     }
 )
+# T5: Raffel et al. 2019, Sec. 3.7 / Table 14 sizes (d_model, d_ff, d_kv, heads, layers per stack),
+# the released v1 checkpoints: 32,128-token SentencePiece vocabulary shared by both stacks and tied
+# to the output layer, pre-norm RMSNorm (eps 1e-6) without bias, no biases in dense layers, ReLU,
+# relative position biases (32 buckets) shared across each stack's layers, dropout 0.1. T5 folds
+# attention's 1/sqrt(d_kv) into its initialisation; here SDPA scales instead (no parameters).
+_T5 = TransformerConfig(
+    vocab_size=32128,
+    max_len=512,
+    arch="encoder-decoder",
+    positions="relative",
+    norm="pre",
+    norm_type="rms",
+    activation="relu",
+    dropout=0.1,
+    bias=False,
+    norm_eps=1e-6,
+)
+for _name, (_dim, _ff, _kv, _heads, _layers) in {
+    "t5-small": (512, 2048, 64, 8, 6),
+    "t5-base": (768, 3072, 64, 12, 12),
+    "t5-large": (1024, 4096, 64, 16, 24),
+    "t5-3b": (1024, 16384, 128, 32, 24),
+    "t5-11b": (1024, 65536, 128, 128, 24),
+}.items():
+    SIZES[_name] = replace(
+        _T5, dim=_dim, ff_dim=_ff, attn_dim=_kv * _heads, heads=_heads, layers=_layers
+    )
 
 
 def transformer(name: str | None = None, **overrides) -> Transformer:

@@ -1,0 +1,224 @@
+"""Exploring the Limits of Transfer Learning with a Unified Text-to-Text Transformer (Raffel et al.,
+2019) — T5.
+
+Claim checked at mini scale (Sec. 3.1, Table 1: the baseline pre-trained with its denoising
+objective averages 83.28 on GLUE, the same model without pre-training 66.22): pre-training an
+encoder-decoder with span corruption, then fine-tuning it text-to-text, beats the same network
+fine-tuned from random weights.
+
+Two identical encoder-decoder transformers in T5's form (Sec. 2.1 / 3.1.1: pre-norm RMSNorm
+without bias, no biases in dense layers, ReLU, relative position biases shared across each stack's
+layers, one embedding for both stacks tied to the output layer) run side by side:
+  pretrained   phase 1: span corruption (Sec. 3.1.4, 3.3.4: 15% of the tokens dropped in spans of
+               mean length 3, each span a sentinel in the input; the target lists the sentinels with
+               the dropped spans; `papercli.methods.span_corruption`) on the training plays' windows;
+               phase 2: fine-tuned on the labelled task
+  scratch      phase 2 only: the same fine-tuning, same batches, same steps, from random weights
+Text to text (Sec. 2.4): the input is a task prefix, "which play: ", then the speech and
+end-of-sequence; the target is the play's name as text ("twelfth night"), trained by maximum
+likelihood with teacher forcing. A text is classified by scoring each class's target sequence
+(sum of its tokens' log-probabilities) and taking the best — rank classification over the valid
+labels; T5 decodes greedily and counts an output that is no label as wrong, which only differs
+while the model still emits non-labels. The decoder starts from the pad token, as T5's does; here
+pad and end-of-sequence are both the BPE's end-of-text token.
+
+    mini   d 128, 3 + 3 layers, 4 heads, d_ff 512, 64-token windows, 1,024-token BPE; 16
+           sentinels; 600 pre-training steps of 32 windows, then 200 fine-tuning steps of 32
+           speeches
+    paper  the baseline of Sec. 3.1 = T5-base (Table 14 sizes in `models.transformer.SIZES`,
+           t5-small … t5-11b; 222.9M parameters): pre-training for 2^19 steps of 128 sequences of
+           512 tokens on C4 with Adafactor and the inverse square root schedule 1/sqrt(max(n, 10^4))
+           (Sec. 3.1.2), then fine-tuning for 2^18 steps at a constant 0.001 (Sec. 3.1.3); dropout
+           0.1. Data from --data FOLDER (text/*.txt, e.g. C4 shards; task/{train,test}.tsv)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from papercli.data import lm
+from papercli.methods.span_corruption import corrupt
+from papercli.models.transformer import SIZES, Transformer, TransformerConfig
+from papercli.recipes._pretrain_finetune import PretrainFinetuneConfig, PretrainFinetuneRecipe
+from papercli.reproduce.config import bounded, fraction
+from papercli.reproduce.engine import run
+
+PREFIX = "which play: "  # Sec. 2.4: a task prefix tells the model which task the text is for
+
+
+@dataclass
+class T5Config(PretrainFinetuneConfig):
+    size: str = "mini"  # "mini", or a T5 size: t5-small, t5-base (the paper's baseline), …
+    dim: int = bounded(128, ge=8)  # mini network (size = mini)
+    layers: int = bounded(3, ge=1)  # per stack
+    heads: int = bounded(4, ge=1)
+    noise_density: float = fraction(0.15)  # share of tokens dropped (Sec. 3.3.4)
+    mean_span: float = bounded(3.0, ge=1.0)  # mean dropped-span length (Sec. 3.3.4)
+    sentinels: int = bounded(16, ge=1)  # T5's vocabulary has 100 (<extra_id_0> …)
+    optimizer: Literal["adamw", "adafactor"] = "adamw"  # adafactor: T5's (configure_optimizers)
+
+
+MINI = T5Config(
+    steps=800,
+    pretrain_fraction=0.75,
+    batch_size=32,
+    eval_every=400,
+    log_every=25,
+    grad_clip=1.0,
+    lr=1e-3,
+    warmup_steps=50,
+    finetune_lr=1e-3,
+)
+# Sec. 3.1.2–3.1.3: 2^19 pre-training steps, then 2^18 fine-tuning steps, both of 128 sequences
+# of 512 tokens, Adafactor (configure_optimizers).
+PAPER = T5Config(
+    optimizer="adafactor",
+    dataset="text",
+    size="t5-base",
+    vocab_size=32128 - 100,  # SentencePiece's 32,000 pieces (+ 28 unused) and 100 sentinels
+    sentinels=100,
+    context=512,
+    steps=2**19 + 2**18,
+    pretrain_fraction=2 / 3,
+    batch_size=128,
+    micro_batch_size=16,
+    warmup_steps=10_000,
+    weight_decay=0.0,
+    finetune_lr=1e-3,
+    finetune_batch_size=128,
+    finetune_warmup=0.0,
+    labelled_per_class=None,
+    dropout=0.1,
+    eval_every=20_000,
+    log_every=500,
+)
+
+
+class T5Recipe(PretrainFinetuneRecipe):
+    paper = "t5"
+    config_class = T5Config
+    scales = {"mini": MINI, "paper": PAPER}
+    cfg: T5Config
+
+    @property
+    def SPECIALS(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(f"<extra_id_{i}>" for i in range(self.cfg.sentinels))
+
+    def setup_data(self) -> None:
+        super().setup_data()
+        self.sentinel_ids = [self.special[name] for name in self.SPECIALS]
+        # each class's target text (Sec. 2.4): the play's name, then end-of-sequence
+        names = [c.replace("-", " ") for c in self.task.classes]
+        rows, lengths = lm.encode_rows(
+            self.tokenizer, names, max(len(e.ids) for e in self.tokenizer.encode_batch(names)) + 1,
+            suffix=[self.eot], pad=self.eot,
+        )  # fmt: skip
+        self.label_rows, self.label_lengths = rows, lengths
+
+    def encode_task(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sec. 2.4: "which play: " + speech + end-of-sequence."""
+        prefix = self.tokenizer.encode(PREFIX).ids
+        return lm.encode_rows(
+            self.tokenizer, texts, self.cfg.context, prefix=prefix, suffix=[self.eot], pad=self.eot
+        )
+
+    def train_batch(self, step: int, micro: int = 0):
+        """Phase 1 batches are span-corrupted here, seeded by (step, shard): (input, target)."""
+        batch = super().train_batch(step, micro)
+        if batch[0] != "pretrain":
+            return batch
+        inputs, targets = corrupt(
+            batch[1], self.sentinel_ids, self.eot,
+            density=self.cfg.noise_density, mean_span=self.cfg.mean_span,
+            generator=self.ctx.generator(step, self.ctx.shard(micro)),
+        )  # fmt: skip
+        return "pretrain", inputs, targets
+
+    # --- model ----------------------------------------------------------------------------------
+    def build_arm(self, name: str) -> nn.Module:
+        if self.cfg.size in SIZES and self.cfg.size.startswith("t5-"):
+            base = SIZES[self.cfg.size]
+        elif self.cfg.size == "mini":
+            c = self.cfg
+            base = replace(
+                SIZES["t5-small"], dim=c.dim, layers=c.layers, heads=c.heads, ff_dim=4 * c.dim,
+                attn_dim=0,
+            )  # fmt: skip
+        else:
+            sizes = ", ".join(n for n in SIZES if n.startswith("t5-"))
+            raise ValueError(f"unknown size '{self.cfg.size}' (mini, {sizes})")
+        cfg: TransformerConfig = replace(
+            base, vocab_size=self.model_vocab, max_len=self.cfg.context, dropout=self.cfg.dropout
+        )
+        return Transformer(cfg)
+
+    def _shifted(self, targets: torch.Tensor) -> torch.Tensor:
+        """Decoder input: the pad token (T5's start), then the target minus its last token."""
+        start = torch.full_like(targets[:, :1], self.eot)
+        return torch.cat([start, targets[:, :-1]], dim=1)
+
+    # --- objectives -----------------------------------------------------------------------------
+    def pretrain_loss(self, name, arm, x, y, step) -> torch.Tensor:
+        """Span corruption: predict the target (sentinels and dropped spans) from the input."""
+        logits = arm(x, self._shifted(y))
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+    def _target_nll(self, arm, rows, lengths, targets, target_lengths, repeat=1) -> torch.Tensor:
+        """−log p(target | input) summed over each target's real tokens; the encoder runs once
+        per input, its states shared by the input's `repeat` consecutive targets."""
+        mask = self._real(rows, lengths)
+        memory = arm.encode(rows, mask).repeat_interleave(repeat, 0)
+        h = arm.decode(
+            self._shifted(targets), memory=memory, memory_mask=mask.repeat_interleave(repeat, 0)
+        )
+        nll = F.cross_entropy(arm.head(h).float().transpose(1, 2), targets, reduction="none")
+        return (nll * self._real(targets, target_lengths)).sum(1)
+
+    @staticmethod
+    def _real(rows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]
+
+    def finetune_loss(self, arm, rows, lengths, labels) -> torch.Tensor:
+        """Maximum likelihood of the label's text (teacher forcing), per target token."""
+        targets = self.label_rows.to(rows.device)[labels]
+        target_lengths = self.label_lengths.to(rows.device)[labels]
+        nll = self._target_nll(arm, rows, lengths, targets, target_lengths)
+        return nll.sum() / target_lengths.sum()
+
+    def classify(self, arm, rows, lengths) -> torch.Tensor:
+        """Log-likelihood of every class's target text (N, classes): rank classification."""
+        n, classes = len(rows), len(self.label_rows)
+        targets = self.label_rows.to(rows.device).repeat(n, 1)
+        target_lengths = self.label_lengths.to(rows.device).repeat(n)
+        nll = self._target_nll(arm, rows, lengths, targets, target_lengths, repeat=classes)
+        return -nll.view(n, classes)
+
+    # --- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self, model: nn.Module):
+        """Mini: the base's AdamW with warm-up then cosine. Paper (Sec. 3.1.2–3.1.3): Adafactor,
+        pre-training at 1/sqrt(max(n, k)) with k = `warmup_steps` (10^4: 0.01 for the first 10^4
+        steps, then inverse square root decay), fine-tuning at a constant `finetune_lr`."""
+        if self.cfg.optimizer == "adamw":
+            return super().configure_optimizers(model)
+        k = max(1, self.cfg.warmup_steps)
+        out = {}
+        for name, arm in model.items():
+            if name in self.PRETRAINING_ARMS:
+                opt = torch.optim.Adafactor(arm.parameters(), lr=1.0)
+                out[f"{name}/pretrain"] = (
+                    opt,
+                    torch.optim.lr_scheduler.LambdaLR(opt, lambda n: max(n, k) ** -0.5),
+                )
+            out[f"{name}/finetune"] = torch.optim.Adafactor(
+                arm.parameters(), lr=self.cfg.finetune_lr
+            )
+        return out
+
+
+if __name__ == "__main__":
+    run(T5Recipe)

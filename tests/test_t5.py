@@ -1,0 +1,148 @@
+"""T5 recipe: the released sizes on the meta device, span corruption, T5's transformer options
+(relative position bias, RMSNorm, no biases), text-to-text scoring, a 2-step run that must not
+reproduce."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import torch
+from test_reproduce_cli import papercli
+
+from papercli.methods.span_corruption import corrupt, noise_mask
+from papercli.models import create_model
+from papercli.models.transformer import KVCache
+from papercli.recipes.t5 import MINI, T5Recipe
+from papercli.reproduce.recipe import Context
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_released_t5_sizes_on_meta():
+    # the released v1 checkpoints (Table 14 shapes; t5-large's TF log shows 737,668,096)
+    released = {
+        "t5-small": 60_506_624,
+        "t5-base": 222_903_552,
+        "t5-large": 737_668_096,
+        "t5-3b": 2_851_598_336,
+        "t5-11b": 11_307_321_344,
+    }
+    with torch.device("meta"):
+        assert {name: n_params(create_model(name)) for name in released} == released
+        small = create_model("t5-small")
+    assert not any(m.bias is not None for m in small.modules() if isinstance(m, torch.nn.Linear))
+    assert all(isinstance(n, torch.nn.RMSNorm) for n in small.encoder[0].norms)
+    assert small.enc_bias.bias.weight.shape == (32, 8)  # one table per stack, 32 buckets
+    assert small.head.weight is small.embed.weight  # v1 ties the output layer
+
+
+def test_paper_scale_is_the_baseline_of_section_3_1():
+    plan = json.loads(papercli("reproduce", "t5", "--scale", "paper", "--dry-run", "--json").stdout)
+    assert {n: c["total"] for n, c in plan["arm_params"].items()} == {
+        "pretrained": 222_903_552,  # T5-base, 32,000 pieces + 28 unused + 100 sentinels
+        "scratch": 222_903_552,
+    }
+    cfg = plan["config"]
+    assert round(cfg["steps"] * cfg["pretrain_fraction"]) == 2**19  # then 2^18 fine-tuning
+    assert (cfg["batch_size"], cfg["context"], cfg["optimizer"]) == (128, 512, "adafactor")
+    assert (cfg["noise_density"], cfg["mean_span"]) == (0.15, 3.0)
+
+
+def test_span_corruption_drops_15_percent_in_spans_of_mean_3_and_is_invertible():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.stack([noise_mask(512, 0.15, 3.0, g) for _ in range(50)])
+    assert (masks.sum(1) == 77).all()  # round(512 · 0.15)
+    starts = masks & ~torch.cat([torch.zeros(50, 1, dtype=torch.bool), masks[:, :-1]], 1)
+    assert (starts.sum(1) == 26).all()  # round(77 / 3) spans: mean length ~3
+    assert masks[:, 0].any() and masks[:, -1].any() and not masks[:, -1].all()
+
+    tokens = torch.randint(0, 100, (8, 40), generator=g)
+    sentinels = list(range(1000, 1010))
+    inputs, targets = corrupt(tokens, sentinels, eos=7, generator=g)
+    assert inputs.shape == (8, 40 - 6 + 2) and targets.shape == (8, 6 + 2 + 1)
+    for row, inp, tgt in zip(tokens, inputs, targets, strict=True):
+        assert tgt[-1] == 7 and tgt[0] == 1000
+        # put each sentinel's span back into the input: the original row
+        spans, sentinel = {}, None
+        for t in tgt[:-1].tolist():
+            if t >= 1000:
+                sentinel = t
+                spans[t] = []
+            else:
+                spans[sentinel].append(t)
+        restored = [u for t in inp.tolist() for u in (spans[t] if t >= 1000 else [t])]
+        assert restored == row.tolist()
+
+
+def test_relative_bias_decoder_with_cache_matches_full_decoding():
+    model = create_model(
+        "t5-small", vocab_size=50, dim=32, heads=4, ff_dim=64, layers=2, attn_dim=0
+    ).eval()
+    with torch.no_grad():
+        model.dec_bias.bias.weight.normal_()  # make positions matter
+        src, tgt = torch.randint(0, 50, (2, 9)), torch.randint(0, 50, (2, 6))
+        memory = model.encode(src)
+        full = model.decode(tgt, memory=memory)
+        cache = KVCache()
+        steps = [model.decode(tgt[:, i : i + 1], memory=memory, cache=cache) for i in range(6)]
+        torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+        # causal: changing a later target token leaves earlier states alone
+        changed = tgt.clone()
+        changed[:, 4] = (changed[:, 4] + 1) % 50
+        later = model.decode(changed, memory=memory)
+        torch.testing.assert_close(later[:, :4], full[:, :4])
+        assert not torch.allclose(later[:, 4], full[:, 4])
+    bucket = model.enc_bias.bucket(torch.arange(-200, 201))
+    assert bucket.min() == 0 and bucket.max() == 31 and bucket[200] == 0  # distance 0
+    assert (bucket[:200] < 16).all() and (bucket[201:] >= 16).all()  # before / after the query
+
+
+def _recipe() -> T5Recipe:
+    cfg = replace(MINI, vocab_size=512, context=24, dim=16, layers=1, heads=2, dropout=0.0)
+    recipe = T5Recipe(cfg, Context(device=torch.device("cpu"), seed=0, global_batch=4))
+    recipe.ctx.split_batch(4, 0)
+    recipe.setup_data()
+    return recipe
+
+
+def test_text_to_text_rows_and_rank_classification():
+    recipe = _recipe()
+    rows, lengths = recipe.train_rows
+    prefix = recipe.tokenizer.encode("which play: ").ids
+    assert rows[0, : len(prefix)].tolist() == prefix
+    assert (rows[torch.arange(len(rows)), lengths - 1] == recipe.eot).all()  # end-of-sequence
+    names = [recipe.tokenizer.decode(r[: n - 1].tolist()) for r, n in
+             zip(recipe.label_rows, recipe.label_lengths, strict=True)]  # fmt: skip
+    assert names == [c.replace("-", " ") for c in recipe.task.classes]
+
+    _, x, y = recipe.train_batch(0)  # phase 1: span-corrupted windows
+    assert x.shape == (4, 24 - 4 + 1) and (y[:, 0] == recipe.sentinel_ids[0]).all()
+
+    arm = recipe.build_model()["pretrained"].eval()
+    labels = recipe.train_labels[:5]
+    with torch.no_grad():
+        scores = recipe.classify(arm, rows[:5], lengths[:5])
+        loss = recipe.finetune_loss(arm, rows[:5], lengths[:5], labels)
+    assert scores.shape == (5, 6) and (scores < 0).all()
+    # the fine-tuning loss is the true label's text, teacher-forced: the same log-likelihood
+    true = -scores[torch.arange(5), labels].sum() / recipe.label_lengths[labels].sum()
+    torch.testing.assert_close(loss, true)
+
+
+def test_two_steps_through_the_cli_do_not_reproduce(tmp_path):
+    proc = papercli(
+        "reproduce", "t5", "--steps", "2", "--out", str(tmp_path / "run"), "--json",
+        "--batch-size", "8", "--set", "vocab_size=512", "--set", "context=32", "--set", "dim=32",
+        "--set", "layers=1", "--set", "finetune_batch_size=8", "--set", "eval_texts=60",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["verdict"] == "not reproduced"
+    m = record["metrics"]
+    assert m["pretrained_gain"] == m["pretrained_test_acc"] - m["scratch_test_acc"]
+    assert not next(c for c in record["checks"] if c["metric"] == "pretrained_test_acc")["passed"]
+    bad = papercli("reproduce", "t5", "--dry-run", "--set", "optimizer=sgd")
+    assert bad.returncode == 2 and "expected one of adamw, adafactor" in bad.stderr

@@ -32,7 +32,11 @@ def reproduce(paper: str, *args: str, env: dict) -> subprocess.CompletedProcess:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--papers", nargs="+", default=["unet", "resnet", "vit", "gpt-2", "vae", "gan"])
+    p.add_argument(
+        "--papers",
+        nargs="+",
+        default=["unet", "resnet", "vit", "gpt-2", "lm-compression", "chinchilla", "vae", "gan"],
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--no-control", dest="control", action="store_false")
     args = p.parse_args()

@@ -26,13 +26,13 @@ per layer) are therefore missing from our parameter counts; `paper_params` adds 
 compare with Table A9.
 
     mini   bytes of the 32 training plays (context 64, 64 sequences a step), 8 sizes from 11K to
-           0.5M parameters, budgets of 6e10, 2.4e11 and 9.6e11 FLOPs with the 5 sizes nearest
+           0.47M parameters, budgets of 6e10, 2.4e11 and 9.6e11 FLOPs with the 5 sizes nearest
            the 20-tokens-per-parameter rule at each; held-out plays for the final losses; up to
            10 minutes on 2 CPU cores
     paper  Table A9's sizes and Fig. 3's budgets (6e18 … 3e21 FLOPs), 32,000-token BPE on
            --data PATH (a folder of .txt files; MassiveText is not public), context 2048;
-           `--set sizes=chinchilla-70b --set budgets=5.76e23` plans Chinchilla itself
-           (70B parameters, 1.4T tokens, Gopher's compute)
+           Chinchilla itself (80 layers, d_model 8192, 70B parameters, 1.4T tokens) is
+           PAPER_SIZES["chinchilla-70b"]
 """
 
 from __future__ import annotations
@@ -278,12 +278,9 @@ class ChinchillaRecipe(Recipe):
 
     def setup_data(self) -> None:
         if self.cfg.dataset == "plays":
-            from papercli.data import plays
-            from papercli.recipes.lm_compression import as_bytes
+            from papercli.recipes.lm_compression import play_bytes
 
-            train, held = plays.split()
-            self.train_tokens = as_bytes("".join(p.text for p in train))
-            self.held_tokens = as_bytes("".join(p.text for p in held))
+            self.train_tokens, self.held_tokens = play_bytes()
         else:
             from papercli.data.plays import train_bpe
             from papercli.recipes.gpt2 import read_text_folder

@@ -109,6 +109,14 @@ def as_bytes(text: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8)
 
 
+def play_bytes() -> tuple[torch.Tensor, torch.Tensor]:
+    """(training plays, held-out plays), each concatenated, as UTF-8 bytes."""
+    from papercli.data import plays
+
+    train, held = plays.split()
+    return as_bytes("".join(p.text for p in train)), as_bytes("".join(p.text for p in held))
+
+
 def evenly_spaced_chunks(data: torch.Tensor, chunk: int, count: int) -> torch.Tensor:
     """`count` whole, non-overlapping chunks spread evenly over `data`: (count, chunk)."""
     n = len(data) // chunk
@@ -195,11 +203,7 @@ class LMCompressionRecipe(Recipe):
 
     def setup_data(self) -> None:
         if self.cfg.dataset == "plays":
-            from papercli.data import plays
-
-            train, held = plays.split()
-            self.train_bytes = as_bytes("".join(p.text for p in train))
-            self.held_bytes = as_bytes("".join(p.text for p in held))
+            self.train_bytes, self.held_bytes = play_bytes()
         else:
             path = self.ctx.data_path
             if path is None or not path.is_file():

@@ -72,7 +72,7 @@ CLASSIC: dict[str, Callable[[bytes], bytes]] = {
 
 @dataclass
 class LMCompressionConfig(TrainConfig):
-    dataset: Literal["plays", "enwik"] = "plays"  # enwik: the enwik9 file at --data PATH
+    dataset: Literal["plays", "text"] = "plays"  # text: --data PATH, the enwik9 file (or .txt's)
     dim: int = bounded(64, ge=8)  # paper: 64 / 128 / 256 for its 200K / 800K / 3.2M models
     layers: int = bounded(4, ge=1)
     heads: int = bounded(4, ge=1)  # paper: 8 (4 at width 64: CPU attention is 3x faster)
@@ -91,7 +91,7 @@ class LMCompressionConfig(TrainConfig):
 
 MINI = LMCompressionConfig(steps=300, batch_size=4, eval_every=100, log_every=20, grad_clip=1.0)
 PAPER = LMCompressionConfig(
-    dataset="enwik",
+    dataset="text",
     dim=256,
     heads=8,
     norm="post",
@@ -199,15 +199,28 @@ class LMCompressionRecipe(Recipe):
     unit = "bytes"
     cfg: LMCompressionConfig
 
+    def describe(self, counts) -> str:
+        c = self.cfg
+        return (
+            f"byte transformer, width {c.dim}, {c.layers} layers ({counts['total'] / 1e6:.2f}M); "
+            f"{c.steps:,} steps of {c.batch_size} × {c.chunk} bytes; codes {c.compress_chunks:,} "
+            "chunks"
+        )
+
     # --- data: bytes ----------------------------------------------------------------------------
     def data_source(self) -> str:
         if self.cfg.dataset == "plays":
             return "plays: Shakespeare's plays (shipped) as UTF-8 bytes, 6 held out"
-        return f"enwik: the enwik9 file {self.ctx.data_path or '--data PATH (required)'}"
+        return f"text: the enwik9 file (or a folder of .txt) {self.ctx.data_path or '--data PATH'}"
 
     def setup_data(self) -> None:
         if self.cfg.dataset == "plays":
             self.train_bytes, self.held_bytes = play_bytes()
+        elif self.ctx.data_path is not None and self.ctx.data_path.is_dir():
+            from papercli.recipes.gpt2 import read_text_folder
+
+            train, held = read_text_folder(self.ctx.data_path)
+            self.train_bytes, self.held_bytes = as_bytes("".join(train)), as_bytes("".join(held))
         else:
             path = self.ctx.data_path
             if path is None or not path.is_file():

@@ -23,6 +23,7 @@ import time
 PAPERS = [
     *("unet", "resnet", "vit"),
     *("transformer", "gpt", "gpt-2", "bert", "roberta", "t5", "elmo"),
+    *("lm-compression", "chinchilla"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
 ]
 

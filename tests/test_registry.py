@@ -444,7 +444,10 @@ def test_a_large_first_run_checks_in_parallel_with_the_same_outcome(
         PARALLEL_MIN + 20 - 1
     )
     assert "bulk-0007" in ids and "bulk-0007b" not in ids and "bulk-0300" not in ids
-    assert "bulk-0300.yaml:3: malformed YAML" in parallel.stderr and "bulk-0007b.yaml" in parallel.stderr
+    assert (
+        "bulk-0300.yaml:3: malformed YAML" in parallel.stderr
+        and "bulk-0007b.yaml" in parallel.stderr
+    )
     # the same registry checked file by file in this process, with no index to help
     from papercli import index
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from papercli.data import lm
-from papercli.data.plays import LabelledTask
+from papercli.data.plays import HELD_OUT, LabelledTask
 from papercli.errors import PapercliError
 from papercli.reproduce.arms import Arms
 from papercli.reproduce.config import bounded, fraction
@@ -123,6 +123,12 @@ class PretrainFinetuneRecipe(Recipe):
         test = self.task.test[: self.cfg.eval_texts]
         self.test_rows = self.encode_task([t for t, _ in test])
         self.test_labels = torch.tensor([y for _, y in test])
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the labelled task (the plays task's six before the data is loaded, as in a
+        dry run; paper scale reads them from task/train.tsv)."""
+        return len(self.task.classes) if hasattr(self, "task") else len(HELD_OUT)
 
     @property
     def model_vocab(self) -> int:

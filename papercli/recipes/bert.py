@@ -162,10 +162,6 @@ class BERTRecipe(PretrainFinetuneRecipe):
         )
         return BERTClassifier(cfg, self.num_classes)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.task.classes) if hasattr(self, "task") else 6
-
     # --- objectives -----------------------------------------------------------------------------
     def mlm_inputs(self, x: torch.Tensor, step: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sec. 3.1 Task #1 / Appendix A.1: [CLS] window [SEP], 15% of its text tokens chosen

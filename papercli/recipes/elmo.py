@@ -146,10 +146,6 @@ class ELMoRecipe(PretrainFinetuneRecipe):
     cfg: ELMoConfig
     PRETRAINING_ARMS = ("bilm",)  # the one biLM that every arm reads
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.task.classes) if hasattr(self, "task") else 6
-
     def build_bilm(self) -> BiLM:
         if self.cfg.size == "elmo":
             cfg = SIZES["elmo"]

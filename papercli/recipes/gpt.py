@@ -132,10 +132,6 @@ class GPTRecipe(PretrainFinetuneRecipe):
         )
         return GPTClassifier(cfg, self.num_classes)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.task.classes) if hasattr(self, "task") else 6
-
     def pretrain_loss(self, name, arm, x, y, step) -> torch.Tensor:
         """Eq. 1: maximise Σ log P(u_i | u_<i) — next-token cross-entropy."""
         return F.cross_entropy(arm(x).float().flatten(0, 1), y.flatten())

@@ -51,6 +51,7 @@ from papercli.reproduce.arms import Arms
 from papercli.reproduce.config import bounded
 from papercli.reproduce.engine import Recipe, TrainConfig, run
 from papercli.reproduce.optim import weight_decay_groups
+from papercli.reproduce.params import meta_counts
 from papercli.reproduce.recipe import _millions
 
 # mini sizes: (d_model, layers, heads); head size 16, feed-forward 4 × d_model
@@ -228,8 +229,7 @@ def longest(runs: list[IsoRun]) -> int:
 
 
 def _count(cfg: TransformerConfig) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in Transformer(cfg).parameters())
+    return meta_counts(Transformer, cfg)["total"]
 
 
 def fit_parabola(log_n: np.ndarray, loss: np.ndarray) -> tuple[float, bool]:

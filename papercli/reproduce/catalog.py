@@ -41,7 +41,7 @@ def describe(registry: Registry) -> list[dict[str, Any]]:
 
     from papercli.data import registry as datasets
     from papercli.reproduce.dispatch import recipe_module
-    from papercli.reproduce.params import parameter_counts
+    from papercli.reproduce.params import meta_counts
     from papercli.reproduce.recipe import Context, build_model
 
     rows = []
@@ -52,8 +52,7 @@ def describe(registry: Registry) -> list[dict[str, Any]]:
             ctx = Context(device=torch.device("cpu"), seed=0, paper=paper.id)
             ctx.split_batch(cfg.batch_size, cfg.micro_batch_size)
             recipe = cls(cfg, ctx)
-            with torch.device("meta"):
-                counts = parameter_counts(build_model(recipe))
+            counts = meta_counts(build_model, recipe)
             name = getattr(cfg, "dataset", None)
             status = datasets.get(name).status() if name else None
             rows.append(

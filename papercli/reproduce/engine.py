@@ -29,7 +29,7 @@ from papercli.reproduce.dispatch import set_parent_death_signal
 from papercli.reproduce.lock import RunLock, held_by_parent
 from papercli.reproduce.loop import Interrupted, NonFinite, train
 from papercli.reproduce.options import RunOptions
-from papercli.reproduce.params import parameter_counts
+from papercli.reproduce.params import meta_counts
 from papercli.reproduce.recipe import (
     Context,
     Recipe,
@@ -152,8 +152,7 @@ def _main(recipe_cls: type[Recipe], argv: list[str]) -> int:
     }
 
     if opts.dry_run:
-        with torch.device("meta"):  # count parameters without allocating them
-            counts = parameter_counts(build_model(recipe))
+        counts = meta_counts(build_model, recipe)
         plan = {
             **run,
             "params": counts["total"],

@@ -4,9 +4,16 @@ Works on the meta device too, so a 70B configuration is counted without allocati
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch import nn
+
+# nn.init's in-place initialisers: on the meta device they only cost time (through torch's
+# decompositions, ~0.5 ms a call: 12 s for Chinchilla's 81 paper-scale models), never values
+_INITS = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
 
 
 def _count(module: nn.Module) -> dict[str, int]:
@@ -23,3 +30,23 @@ def parameter_counts(model: nn.Module) -> dict[str, Any]:
     if isinstance(model, nn.ModuleDict):
         counts["arms"] = {name: _count(part) for name, part in model.items()}
     return counts
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """nn.init's initialisers leave their tensor as it is (meta tensors have no values)."""
+    saved = {name: getattr(nn.init, name) for name in _INITS}
+    try:
+        for name in _INITS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def meta_counts(build, *args: Any) -> dict[str, Any]:
+    """Parameter counts of the model `build(*args)` returns, built on the meta device without
+    allocating or initialising weights: a 70B configuration answers in well under a second."""
+    with torch.device("meta"), _no_init():
+        return parameter_counts(build(*args))

@@ -51,6 +51,15 @@ def test_learning_rate_follows_eq_3():
     assert PAPER.label_smoothing == 0.1 and PAPER.warmup_steps == 4000
 
 
+def test_mini_arms_have_the_same_size():
+    """A fair comparison: the mini's two arms have the same parameter count (within 0.1%)."""
+    with torch.device("meta"):
+        arms = _recipe(MINI).build_model()
+    counts = {name: sum(p.numel() for p in arm.parameters()) for name, arm in arms.items()}
+    assert set(counts) == {"transformer", "rnn"}
+    assert abs(counts["transformer"] - counts["rnn"]) / counts["transformer"] < 1e-3
+
+
 def _padded(src: torch.Tensor, extra: int, pad: int) -> torch.Tensor:
     return torch.cat([src, torch.full((src.shape[0], extra), pad)], 1)
 

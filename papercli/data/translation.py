@@ -19,6 +19,7 @@ scale, WMT14 English-German from `--data` for the paper scale, and a shared sour
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -48,6 +49,7 @@ class Parallel:
     target: str
 
 
+@functools.cache  # sentences repeat numbers: each spelling is worked out once
 def _spell(number: int, lang: str, ordinal: bool) -> str:
     from num2words import num2words
 

@@ -130,3 +130,20 @@ def serve_folder(folder: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def two_step_control(runner: CliRunner, paper: str, out: Path, *settings: str) -> set[str]:
+    """Run `paper` for 2 steps (with `--set` settings) through the CLI: it must exit 1 with the
+    verdict "not reproduced". Returns the metrics of the checks that failed."""
+    import json
+
+    from papercli.cli import app
+
+    args = ["reproduce", paper, "--steps", "2", "--out", str(out)]
+    for s in settings:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    record = json.loads((out / "result.json").read_text())
+    assert record["verdict"] == "not reproduced"
+    return {c["metric"] for c in record["checks"] if not c["passed"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import RESULT_KEYS
+from conftest import RESULT_KEYS, two_step_control
 
 from papercli.cli import app
 
@@ -62,13 +62,6 @@ def test_tiny_real_run_through_the_cli(runner, tmp_path):
 
 
 def test_two_steps_do_not_reproduce(runner, tmp_path):
-    out = tmp_path / "control"
-    args = ["reproduce", "ddpm", "--steps", "2", "--out", str(out)]
-    for s in ("fd_classifier_steps=20", "fd_samples=200", "sample_steps=5"):
-        args += ["--set", s]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 1, result.output
-    record = json.loads((out / "result.json").read_text())
-    assert record["verdict"] == "not reproduced"
-    failed = {c["metric"] for c in record["checks"] if not c["passed"]}
+    settings = ("fd_classifier_steps=20", "fd_samples=200", "sample_steps=5")
+    failed = two_step_control(runner, "ddpm", tmp_path / "control", *settings)
     assert "simple_test_loss_simple" in failed  # the absolute floor: 2 steps learn nothing

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import RESULT_KEYS
+from conftest import RESULT_KEYS, two_step_control
 
 from papercli.cli import app
 from papercli.models.autoencoder_kl import AutoencoderKL, AutoencoderKLConfig
@@ -96,13 +96,6 @@ def test_tiny_real_run_through_the_cli_spends_equal_flops(runner, tmp_path):
 
 
 def test_two_steps_do_not_reproduce(runner, tmp_path):
-    out = tmp_path / "control"
-    args = ["reproduce", "latent-diffusion", "--steps", "2", "--out", str(out)]
-    for s in ("dataset=digits", "ae_ch_mult=1,2", "fd_classifier_steps=20", "sample_steps=5"):
-        args += ["--set", s]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 1, result.output
-    record = json.loads((out / "result.json").read_text())
-    assert record["verdict"] == "not reproduced"
-    failed = {c["metric"] for c in record["checks"] if not c["passed"]}
+    settings = ("dataset=digits", "ae_ch_mult=1,2", "fd_classifier_steps=20", "sample_steps=5")
+    failed = two_step_control(runner, "latent-diffusion", tmp_path / "control", *settings)
     assert "ae_recon_mse" in failed  # the absolute floor: 2 steps learn nothing

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import RESULT_KEYS
+from conftest import RESULT_KEYS, two_step_control
 
 from papercli.cli import app
 from papercli.recipes.vae import GaussianMLPVAE, wake_sleep_loss
@@ -90,13 +90,5 @@ def test_tiny_real_run_through_the_cli(runner, tmp_path):
 
 
 def test_two_steps_do_not_reproduce(runner, tmp_path):
-    out = tmp_path / "control"
-    result = runner.invoke(
-        app,
-        ["reproduce", "vae", "--steps", "2", "--set", "fd_classifier_steps=10", "--out", str(out)],
-    )
-    assert result.exit_code == 1, result.output
-    record = json.loads((out / "result.json").read_text())
-    assert record["verdict"] == "not reproduced"
-    failed = {c["metric"] for c in record["checks"] if not c["passed"]}
+    failed = two_step_control(runner, "vae", tmp_path / "control", "fd_classifier_steps=10")
     assert "aevb_test_elbo" in failed  # the absolute floor: 2 steps learn nothing

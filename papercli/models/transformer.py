@@ -9,9 +9,11 @@ normalise after each residual sum; GPT-2 moves LayerNorm to each block's input, 
 feed-forward, bias-free dense layers, tied input/output embeddings, and a KV cache for generation.
 BERT's extras (Devlin et al. 2018, Sec. 3 and the released code) are options too: segment
 (token-type) embeddings, a LayerNorm over the embedding sum, the tanh pooler over one position,
-and the masked-LM head's transform (dense, GELU, LayerNorm) with an output bias. Later papers add
-options here (RoPE, SwiGLU, grouped-query attention, sliding windows, mixtures of experts) rather
-than new copies.
+and the masked-LM head's transform (dense, GELU, LayerNorm) with an output bias. The Llama-era
+options: rotary positions (RoPE, Su et al. 2021), the SwiGLU feed-forward (Shazeer 2020),
+grouped-query attention (Ainslie et al. 2023: `kv_heads` < `heads`), sliding-window attention
+with a rolling KV cache (Mistral 7B, Sec. 2), attention sinks in that cache (StreamingLLM,
+Xiao et al. 2023, Sec. 3.2) and sparse mixtures of experts with top-k routing (Mixtral, Sec. 2.1).
 
 Attention runs through `F.scaled_dot_product_attention` (fused kernels on GPU).
 """
@@ -36,10 +38,10 @@ class TransformerConfig:
     ff_dim: int = 3072  # d_ff
     max_len: int = 1024  # context length (learned positions)
     arch: Literal["decoder", "encoder", "encoder-decoder"] = "decoder"
-    positions: Literal["learned", "sinusoidal", "relative"] = "learned"
+    positions: Literal["learned", "sinusoidal", "relative", "rope"] = "learned"
     norm: Literal["pre", "post"] = "pre"
     norm_type: Literal["layer", "rms"] = "layer"  # LayerNorm, or RMSNorm (T5, Llama)
-    activation: Literal["gelu", "relu"] = "gelu"
+    activation: Literal["gelu", "relu", "swiglu"] = "gelu"
     dropout: float = 0.0
     bias: bool = True
     tie_embeddings: bool = True  # output projection = token embedding (GPT-2; Vaswani Sec. 3.4)
@@ -51,23 +53,58 @@ class TransformerConfig:
     attn_dim: int = 0  # heads × d_kv where that differs from dim (T5-3B/11B); 0: dim
     relative_buckets: int = 32  # positions="relative": buckets per stack (T5, Sec. 2.1)
     relative_max_distance: int = 128  # beyond it, all distances share the last bucket
+    kv_heads: int = (
+        0  # grouped-query attention: key/value heads shared by groups of queries; 0: heads
+    )
+    rope_theta: float = 10000.0  # positions="rope": the base of the rotation frequencies
+    window: int = 0  # sliding-window attention: each token sees itself and window − 1 before it
+    experts: int = 0  # a sparse mixture of this many feed-forward experts per block; 0: dense
+    experts_per_token: int = 2  # top-k routing (Mixtral: 2 of 8)
 
     @property
     def head_dim(self) -> int:
         return (self.attn_dim or self.dim) // self.heads
 
+    @property
+    def key_value_heads(self) -> int:
+        return self.kv_heads or self.heads
+
 
 @dataclass
 class KVCache:
     """Keys and values of the tokens seen so far, per decoder layer: each new token attends to
-    them instead of recomputing the whole prefix (generation costs O(n) per token, not O(n²))."""
+    them instead of recomputing the whole prefix (generation costs O(n) per token, not O(n²)).
 
+    `window` > 0 makes it a rolling buffer (Mistral 7B, Sec. 2, Fig. 2): a token sees at most
+    `window` keys including its own, and keys no later token can see are evicted, so the cache
+    never holds more than `window` − 1 tokens. `sinks` keeps the first tokens forever
+    (StreamingLLM's attention sinks, Sec. 3.2): a token then sees the sinks and the most recent
+    `window` − `sinks` tokens. With rotary positions the keys are cached before rotation and
+    rotated by their place in the cache, so distances never exceed the window (StreamingLLM:
+    "positions within the cache rather than those in the original text")."""
+
+    window: int = 0
+    sinks: int = 0
     keys: list[torch.Tensor | None] = field(default_factory=list)
     values: list[torch.Tensor | None] = field(default_factory=list)
+    positions: list[torch.Tensor | None] = field(default_factory=list)  # absolute, per key
+    seen: int = 0  # tokens fed so far (the next token's absolute position)
+
+    def __post_init__(self) -> None:
+        if self.sinks and not self.window:
+            raise ValueError("attention sinks need a window")
+        if self.window and self.window <= self.sinks:
+            raise ValueError(f"window {self.window} must exceed sinks {self.sinks}")
 
     @property
     def length(self) -> int:
+        """Tokens held now (bounded by the window when there is one)."""
         return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[2]
+
+    def bytes(self) -> int:
+        """Memory the cached keys and values take."""
+        held = [t for t in (*self.keys, *self.values) if t is not None]
+        return sum(t.numel() * t.element_size() for t in held)
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
@@ -86,6 +123,31 @@ def make_norm(cfg: TransformerConfig) -> nn.Module:
     if cfg.norm_type == "rms":
         return nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
     return nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary position embedding (RoPE; Su et al. 2021, Eq. 34): each pair of channels of a query or
+    key at position m turns by the angle m·θ_i, θ_i = theta^(−2i/d), so q·k depends only on the
+    distance between them. Pairs are (i, i + d/2), the GPT-NeoX / Hugging Face Llama layout;
+    computed in fp32. x (B, H, T, d), positions (T,)."""
+    half = x.shape[-1] // 2
+    inv = theta ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angle = positions.to(device=x.device, dtype=torch.float32)[:, None] * inv
+    cos, sin = angle.cos(), angle.sin()
+    x1, x2 = x.float()[..., :half], x.float()[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+def visible(
+    query_pos: torch.Tensor, key_pos: torch.Tensor, window: int = 0, sinks: int = 0
+) -> torch.Tensor:
+    """(queries, keys) True where a query may attend a key: causal, and within the window
+    (the `sinks` first tokens stay visible to every later token)."""
+    q, k = query_pos[:, None], key_pos[None, :]
+    allowed = k <= q
+    if window:
+        allowed &= (q - k < window - sinks) | (k < sinks)
+    return allowed
 
 
 class RelativePositionBias(nn.Module):
@@ -129,19 +191,23 @@ class RelativePositionBias(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention (Sec. 3.2.2): self-attention, or cross-attention to `memory`."""
+    """Multi-head attention (Sec. 3.2.2): self-attention, or cross-attention to `memory`. With
+    `kv_heads` < `heads`, each key/value head serves a group of query heads (grouped-query
+    attention, Ainslie et al. 2023), which shrinks the KV cache by heads / kv_heads."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.heads, self.dropout = cfg.heads, cfg.dropout
-        inner = cfg.heads * cfg.head_dim
-        self.q = nn.Linear(cfg.dim, inner, bias=cfg.bias)
-        self.kv = nn.Linear(cfg.dim, 2 * inner, bias=cfg.bias)
-        self.out = nn.Linear(inner, cfg.dim, bias=cfg.bias)
+        self.cfg = cfg
+        self.heads, self.kv_heads, self.dropout = cfg.heads, cfg.key_value_heads, cfg.dropout
+        if self.heads % self.kv_heads:
+            raise ValueError(f"{self.heads} heads cannot share {self.kv_heads} key/value heads")
+        self.q = nn.Linear(cfg.dim, cfg.heads * cfg.head_dim, bias=cfg.bias)
+        self.kv = nn.Linear(cfg.dim, 2 * self.kv_heads * cfg.head_dim, bias=cfg.bias)
+        self.out = nn.Linear(cfg.heads * cfg.head_dim, cfg.dim, bias=cfg.bias)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, heads, T, D/heads)
+    def _split(self, x: torch.Tensor, heads: int) -> torch.Tensor:  # (B, T, h·d) -> (B, h, T, d)
         b, t, d = x.shape
-        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+        return x.view(b, t, heads, d // heads).transpose(1, 2)
 
     def forward(
         self,
@@ -152,41 +218,104 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
+        offset: int = 0,
     ) -> torch.Tensor:
-        q = self._split(self.q(x))
-        k, v = (self._split(t) for t in self.kv(x if memory is None else memory).chunk(2, dim=-1))
-        if cache is not None:  # append this step's keys/values to the layer's cache
-            if cache.keys[layer] is not None:
-                k = torch.cat([cache.keys[layer], k], dim=2)
-                v = torch.cat([cache.values[layer], v], dim=2)
-            cache.keys[layer], cache.values[layer] = k, v
-        # with a cache, the new queries sit at the end: causal masking aligns them there
-        is_causal = causal and mask is None and q.shape[2] == k.shape[2]
-        if causal and not is_causal and mask is None and q.shape[2] > 1:
-            t, s = q.shape[2], k.shape[2]
-            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
+        cfg = self.cfg
+        q = self._split(self.q(x), self.heads)
+        kv = self.kv(x if memory is None else memory).chunk(2, dim=-1)
+        k, v = (self._split(t, self.kv_heads) for t in kv)
+        t = q.shape[2]
+        if cache is not None:
+            offset = cache.seen
+        q_pos = torch.arange(offset, offset + t, device=x.device)
+        k_pos = q_pos if memory is None else torch.arange(k.shape[2], device=x.device)
+        if cache is not None and cache.keys[layer] is not None:  # append to the layer's cache
+            k = torch.cat([cache.keys[layer], k], dim=2)
+            v = torch.cat([cache.values[layer], v], dim=2)
+            k_pos = torch.cat([cache.positions[layer], k_pos])
+        window = cache.window if cache is not None else cfg.window
+        sinks = cache.sinks if cache is not None else 0
+        if causal and (window or q.shape[2] != k.shape[2]):
+            allowed = visible(q_pos, k_pos, window, sinks)
+            mask = allowed if mask is None else _biased(mask, allowed)
+        if cache is not None:
+            # keep only what a later token can still see (all of it without a window)
+            keep = visible(q_pos[-1:] + 1, k_pos, window, sinks)[0]
+            kept = keep.all()
+            cache.keys[layer] = k if kept else k[:, :, keep]
+            cache.values[layer] = v if kept else v[:, :, keep]
+            cache.positions[layer] = k_pos if kept else k_pos[keep]
+        if cfg.positions == "rope" and memory is None:
+            if cache is not None:  # rotate by place in the cache (see KVCache)
+                q = rotate(q, torch.arange(k.shape[2] - t, k.shape[2]), cfg.rope_theta)
+                k = rotate(k, torch.arange(k.shape[2]), cfg.rope_theta)
+            else:
+                q, k = rotate(q, q_pos, cfg.rope_theta), rotate(k, k_pos, cfg.rope_theta)
         if mask is not None and mask.is_floating_point():  # a position bias, in q's precision
             mask = mask.to(q.dtype)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
+            is_causal=causal and mask is None, enable_gqa=self.kv_heads != self.heads,
         )  # fmt: skip
         b, h, t, hd = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * hd))
 
 
 class FeedForward(nn.Module):
-    """FFN(x) = act(x W1 + b1) W2 + b2  (Sec. 3.3)."""
+    """FFN(x) = act(x W1 + b1) W2 + b2  (Sec. 3.3), or SwiGLU (Shazeer 2020, Eq. 6; Llama):
+    FFN(x) = (Swish(x W) ⊙ x V) W2, its first layer twice as wide (gate and value halves)."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.up = nn.Linear(cfg.dim, cfg.ff_dim, bias=cfg.bias)
+        self.gated = cfg.activation == "swiglu"
+        width = 2 * cfg.ff_dim if self.gated else cfg.ff_dim
+        self.up = nn.Linear(cfg.dim, width, bias=cfg.bias)
         self.down = nn.Linear(cfg.ff_dim, cfg.dim, bias=cfg.bias)
-        self.act = nn.GELU(approximate="tanh") if cfg.activation == "gelu" else nn.ReLU()
+        self.act = {"gelu": nn.GELU(approximate="tanh"), "relu": nn.ReLU(), "swiglu": nn.SiLU()}[
+            cfg.activation
+        ]
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.down(self.act(self.up(x))))
+        h = self.up(x)
+        if self.gated:
+            gate, value = h.chunk(2, dim=-1)
+            return self.drop(self.down(self.act(gate) * value))
+        return self.drop(self.down(self.act(h)))
+
+
+class MixtureOfExperts(nn.Module):
+    """A sparse mixture of feed-forward experts (Mixtral, Sec. 2.1, Eq. 1–2): a router picks the
+    top-k of n experts per token, y = Σ softmax(TopK(x W_g))_i · E_i(x), so each token pays for k
+    experts while the layer holds n. The load-balancing loss of Switch Transformers (Fedus et al.
+    2021, Eq. 4), n · Σ_i f_i · P_i with f_i the share of routed slots and P_i the mean router
+    probability of expert i, is kept in `aux_loss` for the recipe to add; `load` holds the f_i."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.k = cfg.experts_per_token
+        if not 0 < self.k <= cfg.experts:
+            raise ValueError(f"cannot route to {self.k} of {cfg.experts} experts")
+        self.router = nn.Linear(cfg.dim, cfg.experts, bias=False)
+        self.experts = nn.ModuleList(FeedForward(cfg) for _ in range(cfg.experts))
+        self.aux_loss = torch.zeros(())
+        self.load = torch.zeros(cfg.experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        logits = self.router(flat).float()
+        top, chosen = logits.topk(self.k, dim=-1)  # (N, k)
+        weights = top.softmax(dim=-1).to(x.dtype)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            token, slot = (chosen == e).nonzero(as_tuple=True)
+            if token.numel():
+                out.index_add_(0, token, expert(flat[token]) * weights[token, slot, None])
+        n = len(self.experts)
+        share = torch.bincount(chosen.flatten(), minlength=n).float() / chosen.numel()
+        self.load = share.detach()
+        self.aux_loss = n * (share * logits.softmax(dim=-1).mean(dim=0)).sum()
+        return out.view_as(x)
 
 
 class Block(nn.Module):
@@ -198,7 +327,7 @@ class Block(nn.Module):
         self.pre = cfg.norm == "pre"
         self.attn = Attention(cfg)
         self.cross = Attention(cfg) if cross else None
-        self.ff = FeedForward(cfg)
+        self.ff = MixtureOfExperts(cfg) if cfg.experts else FeedForward(cfg)
         n = 3 if cross else 2
         self.norms = nn.ModuleList(make_norm(cfg) for _ in range(n))
         self.drop = nn.Dropout(cfg.dropout)
@@ -209,10 +338,23 @@ class Block(nn.Module):
         return self.norms[i](x + self.drop(sublayer(x)))
 
     def forward(
-        self, x, *, causal=False, mask=None, memory=None, memory_mask=None, cache=None, layer=0
+        self,
+        x,
+        *,
+        causal=False,
+        mask=None,
+        memory=None,
+        memory_mask=None,
+        cache=None,
+        layer=0,
+        offset=0,
     ):
         x = self._residual(
-            x, 0, lambda h: self.attn(h, causal=causal, mask=mask, cache=cache, layer=layer)
+            x,
+            0,
+            lambda h: self.attn(
+                h, causal=causal, mask=mask, cache=cache, layer=layer, offset=offset
+            ),
         )
         if self.cross is not None:
             x = self._residual(x, 1, lambda h: self.cross(h, memory=memory, mask=memory_mask))
@@ -275,7 +417,7 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         t = tokens.shape[1]
         x = self.embed(tokens)
-        if self.cfg.positions == "relative":  # positions enter as attention biases instead
+        if self.cfg.positions in ("relative", "rope"):  # positions enter inside attention instead
             return self.drop(x)
         if offset + t > self.cfg.max_len:
             raise ValueError(f"sequence of {offset + t} tokens exceeds max_len {self.cfg.max_len}")
@@ -325,10 +467,13 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Causal decoder states (B, T, D), attending to `memory` when there is an encoder."""
-        offset = cache.length if cache is not None else 0
+        offset = cache.seen if cache is not None else 0
         if cache is not None and not cache.keys:
+            if cache.window and self.cfg.positions not in ("rope", "learned", "sinusoidal"):
+                raise ValueError("a rolling KV cache needs rotary or absolute positions")
             cache.keys = [None] * len(self.decoder)
             cache.values = [None] * len(self.decoder)
+            cache.positions = [None] * len(self.decoder)
         mm = memory_mask[:, None, None, :] if memory_mask is not None else None
         mask = None
         if self.dec_bias is not None:  # the bias carries the causal mask too
@@ -340,7 +485,32 @@ class Transformer(nn.Module):
             x = block(
                 x, causal=True, mask=mask, memory=memory, memory_mask=mm, cache=cache, layer=i
             )
+        if cache is not None:
+            cache.seen += tokens.shape[1]
         return self.dec_norm(x) if self.dec_norm is not None else x
+
+    def _experts(self) -> list[MixtureOfExperts]:
+        return [m for m in self.modules() if isinstance(m, MixtureOfExperts)]
+
+    def aux_loss(self) -> torch.Tensor:
+        """The mixture-of-experts load-balancing losses of the last forward pass, summed over
+        layers (0 for a dense model)."""
+        return sum((m.aux_loss for m in self._experts()), torch.zeros(()))
+
+    def expert_load(self) -> torch.Tensor:
+        """(layers, experts): each expert's share of the routed token slots in the last pass."""
+        return torch.stack([m.load for m in self._experts()])
+
+    def active_parameters(self) -> int:
+        """Parameters one token passes through: all of them, less the experts a token's router
+        did not pick (Mixtral: 12.9B active of 46.7B). Works on the meta device."""
+        total = sum(p.numel() for p in self.parameters())
+        moes = self._experts()
+        if not moes:
+            return total
+        idle = self.cfg.experts - self.cfg.experts_per_token
+        per_expert = sum(p.numel() for p in moes[0].experts[0].parameters())
+        return total - len(moes) * idle * per_expert
 
     def forward(
         self,
@@ -489,6 +659,37 @@ for _name, (_dim, _ff, _kv, _heads, _layers) in {
     )
 
 
+# Llama 2: Touvron et al. 2023, Sec. 2.2 and Table 1 — pre-norm RMSNorm (eps 1e-5), SwiGLU, RoPE,
+# 4,096-token context, 32,000-token vocabulary, no biases, untied output layer; grouped-query
+# attention (8 key/value heads) only in the 70B model. FFN widths are the released checkpoints'.
+_LLAMA = TransformerConfig(
+    vocab_size=32000,
+    max_len=4096,
+    positions="rope",
+    norm_type="rms",
+    activation="swiglu",
+    bias=False,
+    tie_embeddings=False,
+)
+# Mistral 7B: Jiang et al. 2023, Table 1 — dim 4096, 32 layers, head_dim 128, 32 heads, 8 kv heads,
+# hidden 14336, window 4096, context 8192, vocab 32000. Mixtral 8x7B: Jiang et al. 2024, Table 1 —
+# the same block with 8 experts, top-2, 32k context, rope theta 1e6 (the released config).
+_MISTRAL = replace(_LLAMA, dim=4096, layers=32, heads=32, kv_heads=8, ff_dim=14336, max_len=8192)
+SIZES.update(
+    {
+        "llama-2-7b": replace(_LLAMA, dim=4096, layers=32, heads=32, ff_dim=11008),
+        "llama-2-13b": replace(_LLAMA, dim=5120, layers=40, heads=40, ff_dim=13824),
+        "llama-2-70b": replace(_LLAMA, dim=8192, layers=80, heads=64, kv_heads=8, ff_dim=28672),
+        "mistral-7b": replace(_MISTRAL, window=4096),
+        "mixtral-8x7b": replace(
+            _MISTRAL, max_len=32768, rope_theta=1e6, experts=8, experts_per_token=2
+        ),
+    }
+)
+# which registry paper each size belongs to, where the name's first word is not its id
+_PAPER_OF = {"gpt2": "gpt-2", "llama": "llama-2", "mistral": "mistral-7b", "mixtral": "mixtral"}
+
+
 def transformer(name: str | None = None, **overrides) -> Transformer:
     cfg = SIZES[name] if name else TransformerConfig()
     return Transformer(replace(cfg, **overrides))
@@ -498,7 +699,8 @@ def _register() -> None:
     from papercli.models import register_model
 
     for name in SIZES:
-        paper = "gpt-2" if name.startswith("gpt2") else name.split("-")[0]
+        first = name.split("-")[0]
+        paper = _PAPER_OF.get(first, first)
         register_model(name, transformer, paper=paper, name=name)
 
 

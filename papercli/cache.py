@@ -5,7 +5,6 @@ Light commands read it to show the abstract and the PDF's path; nothing here tal
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +60,16 @@ def pdf_path(paper_id: str) -> Path:
 
 def read_metadata(paper_id: str) -> dict[str, Any] | None:
     try:
+        import json  # here: light commands that never read metadata skip the import
+
         return json.loads(metadata_path(paper_id).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # not fetched yet, or a damaged cache file: treat as absent
 
 
 def write_metadata(paper_id: str, data: dict[str, Any]) -> None:
+    import json
+
     paths.atomic_write_text(metadata_path(paper_id), json.dumps(data, indent=2, ensure_ascii=False))
 
 

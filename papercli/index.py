@@ -13,8 +13,8 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from papercli import paths
 
@@ -43,8 +43,7 @@ def fts5_wanted() -> bool:
     return os.environ.get("PAPERCLI_INDEX_FTS", "1") != "0"
 
 
-@dataclass(slots=True)
-class Row:
+class Row(NamedTuple):  # not a dataclass: see registry.Claim
     rowid: int
     mtime_ns: int
     size: int

@@ -13,9 +13,8 @@ import operator
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -88,8 +87,9 @@ VENUE_KEYS = (
 _ET_AL_NAMES = {"others", "et al", "et al.", "and others"}
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+# Records are NamedTuples or plain slotted classes, not dataclasses: a dataclass costs ~0.5 ms of
+# start-up (it generates and execs its methods) and the light commands start afresh every time.
+class Claim(NamedTuple):
     """One number the paper reports, with the setting it holds in and where the paper says it."""
 
     name: str
@@ -100,8 +100,7 @@ class Claim:
     unit: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """What a reproduction run must measure for the verdict 'reproduced'."""
 
     metric: str
@@ -111,8 +110,7 @@ class Check:
     scale: str = "any"  # mini | paper | any: the scales whose verdict this check decides
 
 
-@dataclass(frozen=True, slots=True)
-class Reproduce:
+class Reproduce(NamedTuple):
     """Which recipe trains the paper, and the checks that decide its verdict. What each scale
     trains on which data is the recipe's own config (`papercli recipes` shows it)."""
 
@@ -120,8 +118,7 @@ class Reproduce:
     checks: tuple[Check, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Venue:
+class Venue(NamedTuple):
     """The published version of a paper: kind (VENUE_KINDS), full name, acronym and year."""
 
     kind: str
@@ -151,28 +148,76 @@ class Venue:
         return f"{name} {self.year}" if self.year and str(self.year) not in name else name
 
 
-@dataclass(slots=True)
 class Paper:
-    id: str
-    title: str
-    authors: list[str]
-    year: int
-    field: str
-    summary: str
-    date: str = ""
-    venue: Venue | None = None
-    et_al: bool = False  # the author list is truncated: shown "et al.", exported "and others"
-    tags: list[str] = field(default_factory=list)
-    aliases: list[str] = field(default_factory=list)
-    arxiv: str | None = None
-    arxiv_category: str = ""
-    doi: str = ""
-    citekey: str = ""  # stored by add/import; empty: derived from the configured format
-    urls: dict[str, str] = field(default_factory=dict)
-    key_points: list[str] = field(default_factory=list)
-    claims: list[Claim] = field(default_factory=list)
-    reproduce: Reproduce | None = None
-    source: Path | None = None
+    """One registry entry, validated (see `check_file`)."""
+
+    __slots__ = (
+        "aliases",
+        "arxiv",
+        "arxiv_category",
+        "authors",
+        "citekey",
+        "claims",
+        "date",
+        "doi",
+        "et_al",
+        "field",
+        "id",
+        "key_points",
+        "reproduce",
+        "source",
+        "summary",
+        "tags",
+        "title",
+        "urls",
+        "venue",
+        "year",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        title: str,
+        authors: list[str],
+        year: int,
+        field: str,
+        summary: str,
+        date: str = "",
+        venue: Venue | None = None,
+        et_al: bool = False,  # the author list is truncated: shown "et al.", exported "and others"
+        tags: list[str] | None = None,
+        aliases: list[str] | None = None,
+        arxiv: str | None = None,
+        arxiv_category: str = "",
+        doi: str = "",
+        citekey: str = "",  # stored by add/import; empty: derived from the configured format
+        urls: dict[str, str] | None = None,
+        key_points: list[str] | None = None,
+        claims: list[Claim] | None = None,
+        reproduce: Reproduce | None = None,
+        source: Path | None = None,
+    ) -> None:
+        self.id, self.title, self.authors, self.year = id, title, authors, year
+        self.field, self.summary, self.date, self.venue = field, summary, date, venue
+        self.et_al, self.tags, self.aliases = et_al, tags or [], aliases or []
+        self.arxiv, self.arxiv_category, self.doi, self.citekey = (
+            arxiv,
+            arxiv_category,
+            doi,
+            citekey,
+        )
+        self.urls, self.key_points = urls or {}, key_points or []
+        self.claims, self.reproduce, self.source = claims or [], reproduce, source
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Paper):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"Paper(id={self.id!r}, title={self.title!r}, source={self.source!r})"
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON-able data (what `show --json` prints)."""
@@ -773,8 +818,7 @@ def drop_index() -> None:
             pass  # no cache folder to hold one
 
 
-@dataclass(slots=True)
-class Listed:
+class Listed(NamedTuple):
     """What `list` needs of a paper, read from the index without building the whole Paper
     (claims, checks, venue: ~90% of the cost). Only `Registry.load(light=True)` makes these."""
 
@@ -806,7 +850,7 @@ def _check_for_index(path: Path, content: bytes | None) -> tuple[tuple[bytes, by
     paper, problems = check_text(text, path)
     if paper is None:
         return None, problems
-    light = (*(getattr(paper, name) for name in Listed.__slots__[:-1]), str(path))
+    light = (*(getattr(paper, name) for name in Listed._fields[:-1]), str(path))
     return (marshal.dumps(paper.to_dict()), marshal.dumps(light)), problems
 
 
@@ -897,8 +941,7 @@ def duplicate_problems(papers: Iterable[Paper]) -> list[tuple[Paper, RegistryErr
     return problems
 
 
-@dataclass
-class Loaded:
+class Loaded(NamedTuple):
     """The merged registry of some layers: the papers served, every problem, files per layer."""
 
     papers: list[Paper]

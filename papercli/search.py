@@ -10,17 +10,15 @@ from __future__ import annotations
 import math
 import os
 import re
-import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from papercli import cache, index
 from papercli.query import Query, Term, parse
 from papercli.registry import Listed, Paper, Registry, load_file, open_index
 
 
-@dataclass
-class Hit:
+class Hit(NamedTuple):  # not a dataclass: see query.Term
     paper: Paper | Listed
     score: float
     snippet: str = ""  # with index.HIT_START/HIT_END around the matched words
@@ -119,6 +117,8 @@ K1, B = 1.2, 0.75  # FTS5's bm25 constants
 
 def _fold(text: str) -> str:
     """Lowercase without diacritics, as FTS5's 'unicode61 remove_diacritics 2' tokenizer does."""
+    import unicodedata  # only the fallback ranker needs it
+
     decomposed = unicodedata.normalize("NFKD", text.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 

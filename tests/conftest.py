@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -147,3 +148,13 @@ def two_step_control(runner: CliRunner, paper: str, out: Path, *settings: str) -
     record = json.loads((out / "result.json").read_text())
     assert record["verdict"] == "not reproduced"
     return {c["metric"] for c in record["checks"] if not c["passed"]}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n auto`), split the cores between the workers: each worker and the
+    CLI processes it starts use cores / workers threads, instead of every torch process taking
+    all of them and thrashing."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))

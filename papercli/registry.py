@@ -883,7 +883,9 @@ def scan_directory(
         drop_index()
         return scan_directory(directory, light)
     if light:
-        return [Listed(*marshal.loads(b)) for b in blobs], problems, len(entries)  # type: ignore[misc]
+        # tuple.__new__: the records as they are stored, without NamedTuple's argument parsing
+        make = tuple.__new__
+        return [make(Listed, marshal.loads(b)) for b in blobs], problems, len(entries)  # type: ignore[misc]
     papers = [Paper.from_trusted_dict(marshal.loads(blob)) for blob in blobs]
     return papers, problems, len(entries)
 
@@ -1050,17 +1052,36 @@ class Registry:
             out.setdefault(problem.path, []).append(problem)
         return out
 
+    def _lookup(self, key: str) -> Paper | None:
+        """What `_index[key]` holds, found by one pass over the papers when the index is not
+        built: a command that looks up one name (show, summary, search's named paper) does not
+        pay for indexing every name of a 10,000-paper library."""
+        if not key:
+            return None
+        if "_index" in self.__dict__ or len(self.papers) < 200:
+            return self._index.get(key)
+        squashable = key.isalnum()  # a squashed name holds letters and digits only
+        for paper in self.papers:  # the first paper with the key wins, as in _index
+            for name in (paper.id, *paper.aliases):
+                low = name.lower()
+                if low == key or (squashable and key[0] in low and _squash(low) == key):
+                    return paper
+            if paper.arxiv and paper.arxiv.lower() == key:
+                return paper
+        return None
+
     def find(self, name: str) -> Paper | None:
         """The paper whose id or alias is `name` (case, spaces and dashes aside), if any."""
-        return self._index.get(name.strip().lower()) or self._index.get(_squash(name))
+        return self._lookup(name.strip().lower()) or self._lookup(_squash(name))
 
     def get(self, query: str) -> Paper:
         q = query.strip()
         arxiv = normalize_arxiv(q)
         candidates = [q.lower(), _squash(q)] + ([arxiv[0].lower()] if arxiv else [])
         for key in candidates:
-            if key and key in self._index:
-                return self._index[key]
+            found = self._lookup(key)
+            if found is not None:
+                return found
         for problem in self.problems:  # the paper asked for is in a file that was left out
             if Path(problem.path).stem == q.lower():
                 raise problem

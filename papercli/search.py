@@ -7,6 +7,7 @@ ranked here with the same bm25 formula, so results agree in shape, if not to the
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import re
@@ -84,30 +85,48 @@ def search(registry: Registry, text: str, limit: int = 20) -> list[Hit]:
     rowids = idx.sync_docs(docs, _build)
     by_row = {rowids[str(p.source)]: p for p in candidates if str(p.source) in rowids}
     rank = _rank_fts if idx.fts else _rank_plain
-    scored, snippets = rank(idx, query, by_row, len(by_row))
+    scores = rank(idx, query, by_row)
     # a query that is a paper's id or alias ('flash attention', 'resnet') puts that paper first
     named = registry.find(" ".join(w for t in query.positive for w in t.words))
-    scored.sort(key=lambda rs: by_row[rs[0]] is not named)
-    return [Hit(by_row[r], s, snippets.get(r, "")) for r, s in scored[:limit]]
+    best = _order(scores, by_row, limit, first=named)
+    # snippets only for what is shown: FTS5 builds each one from the document's text
+    snippets = _snippets_fts(idx, query, best) if idx.fts else _snippets_plain(idx, query, best)
+    return [Hit(by_row[r], s, snippets.get(r, "")) for r, s in best]
 
 
-def _order(scores: dict[int, float], by_row: dict[int, Paper], limit: int) -> list[tuple]:
-    best = sorted(scores.items(), key=lambda rs: (-rs[1], -by_row[rs[0]].year, by_row[rs[0]].id))
-    return best[:limit]
+def _order(
+    scores: dict[int, float], by_row: dict[int, Paper], limit: int, first: object = None
+) -> list[tuple[int, float]]:
+    """The `limit` best (rowid, score), ties by newer then id; the paper `first` leads."""
+    best = heapq.nsmallest(
+        limit,
+        scores.items(),
+        key=lambda rs: (by_row[rs[0]] is not first, -rs[1], -by_row[rs[0]].year, by_row[rs[0]].id),
+    )
+    return best
 
 
-def _rank_fts(idx: index.Index, query: Query, by_row: dict[int, Paper], limit: int):
+def _rank_fts(idx: index.Index, query: Query, by_row: dict[int, Paper]) -> dict[int, float]:
+    """bm25 score of every candidate that matches (all positive terms, or any when none has
+    them all), less those matching a negated term."""
     excluded = {r for t in query.negative for r, _ in idx.match(t.fts())}
     if not query.positive:
-        scores = {r: 0.0 for r in by_row if r not in excluded}
-        return _order(scores, by_row, limit), {}
+        return {r: 0.0 for r in by_row if r not in excluded}
     for any_term in (False, True):  # every word first; any word when no paper has them all
-        fts = query.fts(any_term=any_term)
-        scores = {r: s for r, s in idx.match(fts) if r in by_row and r not in excluded}
+        scores = {
+            r: s
+            for r, s in idx.match(query.fts(any_term=any_term))
+            if r in by_row and r not in excluded
+        }
         if scores or len(query.positive) == 1:
             break
-    best = _order(scores, by_row, limit)
-    return best, idx.snippets(fts, [r for r, _ in best]) if best else {}
+    return scores
+
+
+def _snippets_fts(idx: index.Index, query: Query, best: list[tuple[int, float]]) -> dict:
+    if not query.positive or not best:
+        return {}
+    return idx.snippets(query.fts(any_term=True), [r for r, _ in best])
 
 
 # ----------------------------------------------------------------------------- the fallback
@@ -136,7 +155,7 @@ def _hits(tokens: list[str], term: Term) -> list[int]:
     ]
 
 
-def _rank_plain(idx: index.Index, query: Query, by_row: dict[int, Paper], limit: int):
+def _rank_plain(idx: index.Index, query: Query, by_row: dict[int, Paper]) -> dict[int, float]:
     docs = idx.documents(by_row)
     toks = {
         r: {c: _TOKEN.findall(_fold(v or "")) for c, v in cols.items()} for r, cols in docs.items()
@@ -144,7 +163,7 @@ def _rank_plain(idx: index.Index, query: Query, by_row: dict[int, Paper], limit:
     weights = dict(index.COLUMNS)
     kept = [r for r in toks if not any(_in(toks[r], t) for t in query.negative)]
     if not query.positive:
-        return _order({r: 0.0 for r in kept}, by_row, limit), {}
+        return {r: 0.0 for r in kept}
     avg = {c: sum(len(toks[r][c]) for r in kept) / max(len(kept), 1) or 1.0 for c in weights}
     n_docs = len(kept)
     for any_term in (False, True):
@@ -164,8 +183,14 @@ def _rank_plain(idx: index.Index, query: Query, by_row: dict[int, Paper], limit:
             scores[r] = score
         if scores or len(query.positive) == 1:
             break
-    best = _order(scores, by_row, limit)
-    return best, {r: _snippet(docs[r], query.positive) for r, _ in best}
+    return scores
+
+
+def _snippets_plain(idx: index.Index, query: Query, best: list[tuple[int, float]]) -> dict:
+    if not query.positive:
+        return {}
+    docs = idx.documents(r for r, _ in best)
+    return {r: _snippet(docs[r], query.positive) for r, _ in best if r in docs}
 
 
 def _in(columns: dict[str, list[str]], term: Term) -> bool:

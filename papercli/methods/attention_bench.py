@@ -30,7 +30,7 @@ from papercli.methods import flash_attention as fa
 @dataclass(frozen=True)
 class Point:
     """One measurement: `algorithm` ("standard", "flash", "flash2", or a Triton kernel's name)
-    on batch 1 × `heads` × N × `dim`."""
+    on `batch` × `heads` × N × `dim`."""
 
     algorithm: str
     n: int
@@ -39,6 +39,7 @@ class Point:
     causal: bool = False
     block: int = 128
     seed: int = 0
+    batch: int = 1
 
 
 def attention_fn(algorithm: str, block: int):
@@ -54,12 +55,14 @@ def attention_fn(algorithm: str, block: int):
         return lambda q, k, v, causal: tiled(q, k, v, causal, block_q=block, block_k=block)
     from papercli.methods import flash_attention_triton as fat  # imported only when asked for
 
-    return lambda q, k, v, causal: fat.KERNELS[algorithm](q, k, v, causal)
+    return lambda q, k, v, causal: fat.KERNELS[algorithm](q, k, v, causal, block)
 
 
 def inputs(p: Point, device="cpu", dtype=torch.float32) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(p.seed)
-    q, k, v, do = (torch.randn(1, p.heads, p.n, p.dim, generator=g, dtype=dtype) for _ in range(4))
+    q, k, v, do = (
+        torch.randn(p.batch, p.heads, p.n, p.dim, generator=g, dtype=dtype) for _ in range(4)
+    )
     return (*(t.to(device).requires_grad_() for t in (q, k, v)), do.to(device))
 
 
@@ -128,6 +131,25 @@ def measure_gpu(p: Point, repeats: int = 10, dtype=torch.float16) -> dict[str, f
         times.append(start.elapsed_time(end) / 1e3)
     peak = torch.cuda.max_memory_allocated() - base
     return {"peak_bytes": float(peak), "seconds": sorted(times)[len(times) // 2]}
+
+
+# ----------------------------------------------------------------------------- exactness
+def attention_errors(fn, p: Point, device="cpu") -> dict[str, float]:
+    """Largest |error| of `fn` in fp32 against standard attention in float64 (the fp32 reference
+    would carry rounding errors of its own), for the output and each gradient."""
+    q, k, v, do = inputs(p)
+    ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    out_ref = fa.standard_attention(*ref, p.causal)
+    out_ref.backward(do.double())
+    mine = [t.detach().to(device).requires_grad_() for t in (q, k, v)]
+    out = fn(*mine, p.causal)
+    out.backward(do.to(device))
+    got = {"out": out, "dq": mine[0].grad, "dk": mine[1].grad, "dv": mine[2].grad}
+    want = {"out": out_ref, "dq": ref[0].grad, "dk": ref[1].grad, "dv": ref[2].grad}
+    return {
+        name: float((got[name].detach().cpu().double() - want[name].detach()).abs().max())
+        for name in got
+    }
 
 
 # ----------------------------------------------------------------------------- fitting

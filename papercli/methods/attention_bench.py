@@ -42,6 +42,9 @@ class Point:
     batch: int = 1
 
 
+ALGORITHMS = ("standard", "sdpa", "flash", "flash2", "triton_fa1", "triton_fa2")
+
+
 def attention_fn(algorithm: str, block: int):
     """(q, k, v, causal) -> O for the algorithms on the CPU (and the plain-PyTorch ones on a GPU)."""
     if algorithm == "standard":

@@ -236,10 +236,3 @@ def flash_attention(q, k, v, causal=False, scale=None, block_q=64, block_k=64) -
 def flash_attention_2(q, k, v, causal=False, scale=None, block_q=64, block_k=64) -> torch.Tensor:
     """FlashAttention-2: exact attention, tiled; differentiable through its own backward."""
     return FlashAttention2.apply(q, k, v, causal, scale, block_q, block_k)
-
-
-ALGORITHMS = {
-    "standard": standard_attention,
-    "flash": flash_attention,
-    "flash2": flash_attention_2,
-}

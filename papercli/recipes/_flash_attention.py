@@ -34,7 +34,10 @@ from papercli.reproduce.engine import Recipe, TrainConfig
 
 @dataclass
 class FlashConfig(TrainConfig):
-    algorithms: tuple[str, ...] = ("flash", "standard")  # the first is the recipe's own
+    algorithms: tuple[str, ...] = (
+        "flash",
+        "standard",
+    )  # the first is the recipe's own (bench.ALGORITHMS)
     seq_lens: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)  # one per step
     tokens: int = bounded(0, ge=0)  # batch = max(1, tokens // N); 0 = batch 1
     heads: int = bounded(1, ge=1)
@@ -44,7 +47,9 @@ class FlashConfig(TrainConfig):
     dtype: str = "float32"  # of the timed runs; exactness is always checked in fp32
     exact_n: int = bounded(1000, ge=2)  # not a multiple of the block: the last block is ragged
     exact_heads: int = bounded(2, ge=1)
-    threads: int = bounded(0, ge=0)  # torch threads per measuring process; 0 = this process's
+    # torch threads per measuring process: the tiled loop's block-sized ops gain nothing from
+    # more, and on shared cores extra threads thrash (a 4k point went from 0.9 s to 49 s)
+    threads: int = bounded(1, ge=1)
 
 
 def mini_config(algorithm: str) -> FlashConfig:
@@ -82,15 +87,23 @@ class AttentionBenchRecipe(Recipe):
                 f"this recipe measures one sequence length per step: steps ({cfg.steps}) must be "
                 f"at most the {len(cfg.seq_lens)} lengths in seq_lens"
             )
+        unknown = [a for a in cfg.algorithms if a not in bench.ALGORITHMS]
+        if unknown or not cfg.algorithms:
+            raise UsageError(
+                f"--set algorithms: unknown {', '.join(unknown) or '(none given)'} "
+                f"(choose from {', '.join(bench.ALGORITHMS)})"
+            )
         self.points: dict[str, dict[str, dict[str, float]]] = {}  # algorithm -> N -> measures
 
     def describe(self, counts: dict[str, Any]) -> str:
         c = self.cfg
         lens = ", ".join(_short(n) for n in c.seq_lens[: c.steps])
         where = "GPU (CUDA)" if self.gpu_scale else "CPU, a fresh process per point"
+        batch = f"batch {_short(c.tokens)} tokens / N × " if c.tokens else ""
         return (
             f"no training: forward + backward of {' vs '.join(c.algorithms)}, N = {lens}, "
-            f"{c.heads} head(s) × d {c.head_dim}, {c.dtype}; peak memory and time on the {where}"
+            f"{batch}{c.heads} head(s) × d {c.head_dim}, {c.dtype}; peak memory and time on the "
+            f"{where}"
         )
 
     @property
@@ -134,7 +147,7 @@ class AttentionBenchRecipe(Recipe):
             if self.ctx.device.type == "cuda":
                 m = bench.measure_gpu(p, dtype=getattr(torch, self.cfg.dtype))
             else:
-                m = bench.measure_cpu(p, self.cfg.threads or torch.get_num_threads())
+                m = bench.measure_cpu(p, self.cfg.threads)
             self.points.setdefault(algorithm, {})[str(n)] = m
             logged[f"{algorithm}_mib"] = m["peak_bytes"] / 2**20
             logged[f"{algorithm}_ms"] = m["seconds"] * 1e3

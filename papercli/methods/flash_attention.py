@@ -120,27 +120,39 @@ def fa1_forward(q, k, v, causal: bool, tau: float, block_q: int, block_k: int):
     return o, l, m
 
 
-def fa1_backward(q, k, v, o, do, l, m, causal: bool, tau: float, block_q: int, block_k: int):  # noqa: E741
-    """FA1 Algorithm 4 (without dropout): S and P recomputed block by block from Q, K, ℓ and m."""
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)  # l. 5
+def tiled_backward(q, k, v, do, probs, delta, causal: bool, tau: float, block_q, block_k):
+    """The backward pass both papers share in structure — FA1 Algorithm 4 (without dropout) and
+    FA2 Algorithm 2: outer loop over K/V blocks, inner over Q blocks, S and P recomputed per block
+    (never an N×N matrix). They differ in how P is recomputed (`probs(s, i0, i1)`: FA1 l. 13
+    diag(ℓ)⁻¹ exp(S − m), FA2 l. 11 exp(S − L)) and in D (`delta(i0, i1)`: FA1 l. 19 per block,
+    FA2 l. 4 once up front). Line numbers below: FA1 Alg. 4 / FA2 Alg. 2."""
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)  # l. 5 / 3
     n_q, n_k = q.shape[-2], k.shape[-2]
-    for j0, j1 in _blocks(n_k, block_k):  # l. 6
+    for j0, j1 in _blocks(n_k, block_k):  # l. 6 / 5
         k_j, v_j = k[..., j0:j1, :], v[..., j0:j1, :]
-        dk_j, dv_j = torch.zeros_like(k_j), torch.zeros_like(v_j)  # l. 8
-        for i0, i1 in _blocks(n_q, block_q):  # l. 9
+        dk_j, dv_j = torch.zeros_like(k_j), torch.zeros_like(v_j)  # l. 8 / 7
+        for i0, i1 in _blocks(n_q, block_q):  # l. 9 / 8
             if not _visible(i0, i1, j0, causal):
                 continue
             q_i, do_i = q[..., i0:i1, :], do[..., i0:i1, :]
-            s = _scores(q_i, k_j, tau, causal, i0, i1, j0, j1)  # l. 11-12
-            p = torch.exp(s - m[..., i0:i1, None]) / l[..., i0:i1, None]  # l. 13
-            dv_j += p.transpose(-2, -1) @ do_i  # l. 16
-            dp = do_i @ v_j.transpose(-2, -1)  # l. 17
-            d_i = (do_i * o[..., i0:i1, :]).sum(dim=-1, keepdim=True)  # l. 19
-            ds = p * (dp - d_i)  # l. 20
-            dq[..., i0:i1, :] += tau * ds @ k_j  # l. 21
-            dk_j += tau * ds.transpose(-2, -1) @ q_i  # l. 22
-        dk[..., j0:j1, :], dv[..., j0:j1, :] = dk_j, dv_j  # l. 24
+            p = probs(_scores(q_i, k_j, tau, causal, i0, i1, j0, j1), i0, i1)  # l. 11-13 / 10-11
+            dv_j += p.transpose(-2, -1) @ do_i  # l. 16 / 12
+            dp = do_i @ v_j.transpose(-2, -1)  # l. 17 / 13
+            ds = p * (dp - delta(i0, i1))  # l. 20 / 14
+            dq[..., i0:i1, :] += tau * ds @ k_j  # l. 21 / 15 (an atomic add on a GPU in FA2)
+            dk_j += tau * ds.transpose(-2, -1) @ q_i  # l. 22 / 16
+        dk[..., j0:j1, :], dv[..., j0:j1, :] = dk_j, dv_j  # l. 24 / 18
     return dq, dk, dv
+
+
+def fa1_backward(q, k, v, o, do, l, m, causal: bool, tau: float, block_q: int, block_k: int):  # noqa: E741
+    """FA1 Algorithm 4: P = diag(ℓ)⁻¹ exp(S − m) (l. 13), D_i = rowsum(dO_i ∘ O_i) per block (l. 19)."""
+    return tiled_backward(
+        q, k, v, do,
+        lambda s, i0, i1: torch.exp(s - m[..., i0:i1, None]) / l[..., i0:i1, None],
+        lambda i0, i1: (do[..., i0:i1, :] * o[..., i0:i1, :]).sum(dim=-1, keepdim=True),
+        causal, tau, block_q, block_k,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- FlashAttention-2
@@ -171,26 +183,14 @@ def fa2_forward(q, k, v, causal: bool, tau: float, block_q: int, block_k: int):
 
 
 def fa2_backward(q, k, v, o, do, lse, causal: bool, tau: float, block_q: int, block_k: int):
-    """FA2 Algorithm 2: P = exp(S − L) recomputed per block; D computed once up front."""
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)  # l. 3
-    d = (do * o).sum(dim=-1, keepdim=True)  # l. 4
-    n_q, n_k = q.shape[-2], k.shape[-2]
-    for j0, j1 in _blocks(n_k, block_k):  # l. 5
-        k_j, v_j = k[..., j0:j1, :], v[..., j0:j1, :]
-        dk_j, dv_j = torch.zeros_like(k_j), torch.zeros_like(v_j)  # l. 7
-        for i0, i1 in _blocks(n_q, block_q):  # l. 8
-            if not _visible(i0, i1, j0, causal):
-                continue
-            q_i, do_i = q[..., i0:i1, :], do[..., i0:i1, :]
-            s = _scores(q_i, k_j, tau, causal, i0, i1, j0, j1)  # l. 10
-            p = torch.exp(s - lse[..., i0:i1, None])  # l. 11
-            dv_j += p.transpose(-2, -1) @ do_i  # l. 12
-            dp = do_i @ v_j.transpose(-2, -1)  # l. 13
-            ds = p * (dp - d[..., i0:i1, :])  # l. 14
-            dq[..., i0:i1, :] += tau * ds @ k_j  # l. 15 (an atomic add on a GPU)
-            dk_j += tau * ds.transpose(-2, -1) @ q_i  # l. 16
-        dk[..., j0:j1, :], dv[..., j0:j1, :] = dk_j, dv_j  # l. 18
-    return dq, dk, dv
+    """FA2 Algorithm 2: P = exp(S − L) (l. 11); D = rowsum(dO ∘ O) once, before the loops (l. 4)."""
+    d = (do * o).sum(dim=-1, keepdim=True)
+    return tiled_backward(
+        q, k, v, do,
+        lambda s, i0, i1: torch.exp(s - lse[..., i0:i1, None]),
+        lambda i0, i1: d[..., i0:i1, :],
+        causal, tau, block_q, block_k,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- autograd

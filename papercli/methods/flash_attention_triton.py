@@ -47,6 +47,18 @@ def _masked_scores(q, k, offs_m, offs_n, n, scale, CAUSAL: tl.constexpr, PREC: t
     return tl.where(valid, s, float("-inf"))
 
 
+@triton.jit
+def _block_grads(q, k, v, do, p, delta, scale, PREC: tl.constexpr):
+    """One block's dV_j, dQ_i and dK_j terms, the same in FA1 Alg. 4 (l. 16-22) and FA2 Alg. 2
+    (l. 12-16): dV += Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − D), dQ += τ dS K, dK += τ dSᵀ Q."""
+    dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+    ds = p * (dp - delta[:, None])
+    dq = scale * tl.dot(ds.to(k.dtype), k, input_precision=PREC)
+    dk = scale * tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC)
+    return dv, dq, dk
+
+
 # ----------------------------------------------------------------------------- FA1
 @triton.jit
 def _fa1_fwd(Q, K, V, OUT, Lsum, Mmax, n, scale, CAUSAL: tl.constexpr, PREC: tl.constexpr,
@@ -112,14 +124,12 @@ def _fa1_bwd(Q, K, V, OUT, DO, DQ, DK, DV, Lsum, Mmax, n, scale, CAUSAL: tl.cons
             m_i = tl.load(Mmax + offs_m, mask=row, other=0.0)
             s = _masked_scores(q, k, offs_m, offs_n, n, scale, CAUSAL, PREC)  # l. 11-12
             p = tl.exp(s - m_i[:, None]) / l_i[:, None]  # l. 13
-            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)  # l. 16
-            dp = tl.dot(do, tl.trans(v), input_precision=PREC)  # l. 17
             d_i = tl.sum(do.to(tl.float32) * o, 1)  # l. 19
-            ds = p * (dp - d_i[:, None])  # l. 20
+            dv_b, dq_b, dk_b = _block_grads(q, k, v, do, p, d_i, scale, PREC)  # l. 16-22
+            dv += dv_b
+            dk += dk_b
             dq = _load_rows(DQ, offs_m, offs_d, n, D)  # l. 21: dQ_i += τ dS K_j in HBM
-            dq += scale * tl.dot(ds.to(k.dtype), k, input_precision=PREC)
-            _store_rows(DQ, dq, offs_m, offs_d, n, D)
-            dk += scale * tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC)  # l. 22
+            _store_rows(DQ, dq + dq_b, offs_m, offs_d, n, D)
             tl.debug_barrier()
         _store_rows(DK, dk, offs_n, offs_d, n, D)  # l. 24
         _store_rows(DV, dv, offs_n, offs_d, n, D)
@@ -188,13 +198,11 @@ def _fa2_bwd(Q, K, V, DO, DQ, DK, DV, LSE, Delta, n, scale, CAUSAL: tl.constexpr
         delta = tl.load(Delta + offs_m, mask=row, other=0.0)
         s = _masked_scores(q, k, offs_m, offs_n, n, scale, CAUSAL, PREC)  # l. 10
         p = tl.exp(s - lse[:, None])  # l. 11
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)  # l. 12
-        dp = tl.dot(do, tl.trans(v), input_precision=PREC)  # l. 13
-        ds = p * (dp - delta[:, None])  # l. 14
-        dq = scale * tl.dot(ds.to(k.dtype), k, input_precision=PREC)  # l. 15: atomic dQ_i +=
-        mask = row[:, None] & (offs_d[None, :] < D)
-        tl.atomic_add(DQ + offs_m[:, None] * D + offs_d[None, :], dq, mask=mask)
-        dk += scale * tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC)  # l. 16
+        dv_b, dq_b, dk_b = _block_grads(q, k, v, do, p, delta, scale, PREC)  # l. 12-16
+        dv += dv_b
+        dk += dk_b
+        mask = row[:, None] & (offs_d[None, :] < D)  # l. 15: dQ_i += dS K_j, atomically
+        tl.atomic_add(DQ + offs_m[:, None] * D + offs_d[None, :], dq_b, mask=mask)
     _store_rows(DK, dk, offs_n, offs_d, n, D)  # l. 18
     _store_rows(DV, dv, offs_n, offs_d, n, D)
 

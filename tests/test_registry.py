@@ -455,3 +455,31 @@ def test_a_large_first_run_checks_in_parallel_with_the_same_outcome(
     monkeypatch.setattr(index, "PARALLEL_MIN", 10**9)
     sequential = Registry.load([user_registry], light=True)
     assert {p.id for p in sequential.papers} == ids - {p.stem for p in BUNDLED.glob("*.yaml")}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        *(p.read_text(encoding="utf-8") for p in sorted((REPO / "registry/papers").glob("*.yaml"))),
+        "x: &a {k: v}\ny: *a\n",  # an alias: shared, as the safe constructor shares it
+        "a: &x [*x]\n",  # an alias inside its own anchor
+        "m: &m {a: 1}\nn: {<<: *m, b: 2}\n",  # a merge key
+        "- a\n- {1: 2, 2.5: null, true: 2020-01-01}\n",  # keys and scalars that are not strings
+        "d: 2020-13-45\n",  # an impossible date stays a string (the schema reports it)
+        "a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n",
+    ],
+)
+def test_the_fast_loader_builds_what_the_safe_loader_builds(doc):
+    """registry._Loader walks strings, mappings and sequences itself for speed: same documents."""
+    import yaml
+
+    from papercli import registry
+
+    class Safe(yaml.CSafeLoader):
+        pass
+
+    Safe.add_constructor("tag:yaml.org,2002:timestamp", registry._timestamp)
+    fast, safe = yaml.load(doc, Loader=registry._Loader), yaml.load(doc, Loader=Safe)
+    assert repr(fast) == repr(safe)
+    if isinstance(safe, dict) and "y" in safe:
+        assert fast["x"] is fast["y"]

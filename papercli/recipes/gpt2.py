@@ -82,6 +82,19 @@ def read_text_folder(folder) -> tuple[list[str], list[str]]:
     return read[cut:], read[:cut]
 
 
+def arm_config(name: str, vocab_size: int, context: int, dropout: float = 0.0) -> TransformerConfig:
+    """The network of one arm: a mini size or one of the paper's (also the fine-tuning recipes'
+    mini base, see reproduce/base_model.py)."""
+    if name in MINI_ARMS:
+        dim, layers, heads = MINI_ARMS[name]
+        base = TransformerConfig(dim=dim, layers=layers, heads=heads, ff_dim=4 * dim)
+    elif name in SIZES and name.startswith("gpt2"):
+        base = SIZES[name]
+    else:
+        raise ValueError(f"unknown GPT-2 arm '{name}' (mini: {', '.join(MINI_ARMS)}; gpt2-*)")
+    return replace(base, vocab_size=vocab_size, max_len=context, dropout=dropout)
+
+
 class GPT2Recipe(Recipe):
     paper = "gpt-2"
     config_class = GPT2Config
@@ -128,15 +141,7 @@ class GPT2Recipe(Recipe):
 
     # --- model ----------------------------------------------------------------------------------
     def arm_config(self, name: str) -> TransformerConfig:
-        vocab = self.cfg.vocab_size
-        if name in MINI_ARMS:
-            dim, layers, heads = MINI_ARMS[name]
-            base = TransformerConfig(dim=dim, layers=layers, heads=heads, ff_dim=4 * dim)
-        elif name in SIZES and name.startswith("gpt2"):
-            base = SIZES[name]
-        else:
-            raise ValueError(f"unknown GPT-2 arm '{name}' (mini: {', '.join(MINI_ARMS)}; gpt2-*)")
-        return replace(base, vocab_size=vocab, max_len=self.cfg.context, dropout=self.cfg.dropout)
+        return arm_config(name, self.cfg.vocab_size, self.cfg.context, self.cfg.dropout)
 
     def build_model(self) -> nn.Module:
         return Arms({name: Transformer(self.arm_config(name)) for name in self.cfg.arms})

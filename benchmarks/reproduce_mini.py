@@ -25,6 +25,7 @@ PAPERS = [
     *("transformer", "gpt", "gpt-2", "bert", "roberta", "t5", "elmo"),
     *("lm-compression", "chinchilla"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
+    *("s4", "mamba"),
 ]
 
 

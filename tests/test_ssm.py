@@ -151,7 +151,6 @@ def test_s4_two_steps_do_not_reproduce(runner, tmp_path):
 
 def test_mamba_two_steps_do_not_reproduce(runner, tmp_path):
     failed = two_step_control(
-        runner, "mamba", tmp_path / "control", "d_model=8", "eval_sequences=32",
-        "test_lengths=32,64",
-    )  # fmt: skip
-    assert {"mamba_copying_acc", "induction_longest_acc"} <= failed
+        runner, "mamba", tmp_path / "control", "d_model=8", "eval_sequences=32"
+    )
+    assert {"mamba_copying_acc", "mamba_induction_acc_128"} <= failed  # 2 steps learn neither

@@ -22,7 +22,7 @@ Every model trains with AdamW and a warm-up + cosine schedule on the same batche
     mini   2-layer models, D = 32, E = 2, N = 4 (the paper's N = 16 costs 4× the scan on 2 cores):
            selective copying of 4 tokens (8 kinds) placed at random in 32 noise positions;
            induction heads with 16 kinds of token, trained on length 32 and tested at 32, 128 and
-           256; 300 steps of 64 sequences per task
+           256; 300 steps of 48 sequences per task, evaluated at the end
     paper  Appendix E.1's task sizes: 2-layer models, D = 64, N = 16; selective copying of 16
            tokens (16 kinds) in a 4,096-token context; induction heads over 16 kinds, trained on
            length 256 and tested up to 2^14 here (the paper goes to 2^20); 400k steps of 8 are
@@ -71,7 +71,7 @@ class MambaTrainConfig(TrainConfig):
     eval_sequences: int = bounded(256, ge=1)
 
 
-MINI = MambaTrainConfig(steps=300, batch_size=64, eval_every=150, log_every=25, grad_clip=1.0)
+MINI = MambaTrainConfig(steps=300, batch_size=48, eval_every=300, log_every=25, grad_clip=1.0)
 PAPER = MambaTrainConfig(
     d_model=64,
     state=16,

@@ -25,7 +25,11 @@ PAPERS = [
     *("transformer", "gpt", "gpt-2", "bert", "roberta", "t5", "elmo"),
     *("lm-compression", "chinchilla"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
+<<<<<<< HEAD
     *("flash-attention", "flash-attention-2"),
+=======
+    *("s4", "mamba"),
+>>>>>>> issue-15b
 ]
 # recipes that measure rather than train: a 2-step run is no control (it measures 2 of the
 # sequence lengths); tests/test_flash_attention.py shows their checks fail on a broken algorithm

@@ -25,6 +25,7 @@ FAMILIES = (
     "papercli.models.diffusion_unet",
     "papercli.models.autoencoder_kl",
     "papercli.models.bilm",
+    "papercli.models.ssm",
 )
 
 

@@ -24,6 +24,7 @@ PAPERS = [
     *("unet", "resnet", "vit"),
     *("transformer", "gpt", "gpt-2", "bert", "roberta", "t5", "elmo"),
     *("lm-compression", "chinchilla"),
+    *("llama-2", "mixtral", "moe"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
 <<<<<<< HEAD
     *("flash-attention", "flash-attention-2"),

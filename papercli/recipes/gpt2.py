@@ -82,17 +82,28 @@ def read_text_folder(folder) -> tuple[list[str], list[str]]:
     return read[cut:], read[:cut]
 
 
-def arm_config(name: str, vocab_size: int, context: int, dropout: float = 0.0) -> TransformerConfig:
-    """The network of one arm: a mini size or one of the paper's (also the fine-tuning recipes'
-    mini base, see reproduce/base_model.py)."""
+def base_arm(name: str) -> TransformerConfig:
+    """The network of one arm before a run's vocabulary, context and dropout: a mini size or one
+    of the paper's."""
     if name in MINI_ARMS:
         dim, layers, heads = MINI_ARMS[name]
-        base = TransformerConfig(dim=dim, layers=layers, heads=heads, ff_dim=4 * dim)
-    elif name in SIZES and name.startswith("gpt2"):
-        base = SIZES[name]
-    else:
-        raise ValueError(f"unknown GPT-2 arm '{name}' (mini: {', '.join(MINI_ARMS)}; gpt2-*)")
+        return TransformerConfig(dim=dim, layers=layers, heads=heads, ff_dim=4 * dim)
+    if name in SIZES and name.startswith("gpt2"):
+        return SIZES[name]
+    raise ValueError(f"unknown GPT-2 arm '{name}' (mini: {', '.join(MINI_ARMS)}; gpt2-*)")
+
+
+def for_run(
+    base: TransformerConfig, vocab_size: int, context: int, dropout: float = 0.0
+) -> TransformerConfig:
+    """An arm's network at a run's vocabulary, context length and dropout."""
     return replace(base, vocab_size=vocab_size, max_len=context, dropout=dropout)
+
+
+def arm_config(name: str, vocab_size: int, context: int, dropout: float = 0.0) -> TransformerConfig:
+    """The network of one arm (also the fine-tuning recipes' mini base, see
+    reproduce/base_model.py)."""
+    return for_run(base_arm(name), vocab_size, context, dropout)
 
 
 class GPT2Recipe(Recipe):
@@ -140,8 +151,13 @@ class GPT2Recipe(Recipe):
         return batch[0].numel()
 
     # --- model ----------------------------------------------------------------------------------
+    def base_arm(self, name: str) -> TransformerConfig:
+        """The hook the recipes built on this one (Llama 2, Mixtral) override."""
+        return base_arm(name)
+
     def arm_config(self, name: str) -> TransformerConfig:
-        return arm_config(name, self.cfg.vocab_size, self.cfg.context, self.cfg.dropout)
+        cfg = self.cfg
+        return for_run(self.base_arm(name), cfg.vocab_size, cfg.context, cfg.dropout)
 
     def build_model(self) -> nn.Module:
         return Arms({name: Transformer(self.arm_config(name)) for name in self.cfg.arms})

@@ -18,14 +18,20 @@ _INITS = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
 
 def _count(module: nn.Module) -> dict[str, int]:
     params = list(module.parameters())
-    return {
+    counts = {
         "total": sum(p.numel() for p in params),
         "trainable": sum(p.numel() for p in params if p.requires_grad),
     }
+    # a sparse model (mixture of experts) uses only part of its parameters per token
+    active = getattr(module, "active_parameters", None)
+    if callable(active) and active() != counts["total"]:
+        counts["active"] = active()
+    return counts
 
 
 def parameter_counts(model: nn.Module) -> dict[str, Any]:
-    """{"total", "trainable"} and, for a ModuleDict (arms, a GAN's networks), "arms": {name: …}."""
+    """{"total", "trainable"} ("active" too for a sparse model) and, for a ModuleDict (arms, a
+    GAN's networks), "arms": {name: …}."""
     counts: dict[str, Any] = _count(model)
     if isinstance(model, nn.ModuleDict):
         counts["arms"] = {name: _count(part) for name, part in model.items()}

@@ -24,6 +24,7 @@ PAPERS = [
     *("unet", "resnet", "vit"),
     *("transformer", "gpt", "gpt-2", "bert", "roberta", "t5", "elmo"),
     *("lm-compression", "chinchilla"),
+    *("streaming-llm", "attention-sinks-blog", "mistral-7b"),  # efficient attention (issue 15)
     *("vae", "gan", "ddpm", "latent-diffusion"),
 ]
 

@@ -14,7 +14,12 @@ from test_reproduce_cli import papercli
 
 from papercli.models.transformer import KVCache, Transformer
 from papercli.recipes._llama_block import MINI_LLAMA
-from papercli.recipes.streaming_llm import SinkTokenLM, read_cached, read_recomputed
+from papercli.recipes.streaming_llm import (
+    SinkTokenLM,
+    first_token_attention,
+    read_cached,
+    read_recomputed,
+)
 
 W = 8
 
@@ -57,6 +62,17 @@ def test_sink_token_arm_prepends_its_own_token_and_keeps_the_targets():
     torch.testing.assert_close(logits, full[:, 1:, :50])
 
 
+def test_first_token_attention_is_the_uniform_share_when_queries_are_blind():
+    lm = tiny_lm().eval()
+    x = torch.randint(0, 50, (3, 16))
+    trained = first_token_attention(lm, x)
+    assert trained.shape == (2,) and ((trained > 0) & (trained < 1)).all()
+    for block in lm.decoder:  # every score 0: each query spreads attention evenly
+        torch.nn.init.zeros_(block.attn.q.weight)
+    uniform = sum(1 / (t + 1) for t in range(8, 16)) / 8
+    torch.testing.assert_close(first_token_attention(lm, x), torch.full((2,), uniform))
+
+
 def test_paper_scale_is_llama_2_7b_with_table_1_cache():
     plan = json.loads(
         papercli("reproduce", "streaming-llm", "--scale", "paper", "--dry-run", "--json").stdout
@@ -87,6 +103,7 @@ def test_short_run_writes_the_curves_and_two_steps_do_not_reproduce(runner, tmp_
     for arm in ("vanilla", "sink"):
         for method in ("dense", "window", "recompute", "streaming"):
             assert 100 < metrics[f"{arm}_{method}_ppl"] < 2000  # untrained: near the vocabulary
+        assert 0 < metrics[f"{arm}_first_token_attention"] < 1
     rows = list(csv.DictReader((out / "ppl_vs_position.csv").open()))
     assert {(r["arm"], r["method"]) for r in rows} == {
         (a, m) for a in ("vanilla", "sink") for m in ("dense", "window", "recompute", "streaming")

@@ -14,7 +14,9 @@ by token, `stream_tokens` ≥ 10 × context long, four ways (Fig. 1):
   recompute  (c) the last W tokens re-run from scratch for every token (the oracle, O(W²) a token)
   streaming  (d) StreamingLLM: `KVCache(window=W, sinks=4)`, positions re-indexed in the cache
 Perplexity is measured on the tokens after the cache first evicts (positions ≥ W); the time per
-token of (c) and (d) gives the speed-up; `ppl_vs_position.png` and `.csv` show all four.
+token of (c) and (d) gives the speed-up; `ppl_vs_position.png` and `.csv` show all four. Whether
+the first token became a sink at all is measured directly (Fig. 2): the attention weight that
+queries put on it in held-out windows, against the share uniform attention would give.
 
 Sec. 3.3's arm, `sink` (in `arms`): the same network pre-trained with a dedicated learnable sink
 token prepended to every window; it streams with that one token as its sink (Table 3: "1+1023").
@@ -37,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from papercli.models.transformer import KVCache, Transformer, TransformerConfig
+from papercli.models.transformer import KVCache, Transformer, TransformerConfig, rotate, visible
 from papercli.recipes._llama_block import llama_block
 from papercli.recipes.gpt2 import GPT2Config, GPT2Recipe
 from papercli.reproduce.arms import Arms
@@ -146,6 +148,34 @@ def read_recomputed(lm: Transformer, stream: torch.Tensor, prefix: torch.Tensor,
     return Streamed(torch.stack(nll, 1), seconds)
 
 
+@torch.no_grad()
+def first_token_attention(lm: Transformer, x: torch.Tensor) -> torch.Tensor:
+    """(layers,) the attention weight queries in the second half of `x` put on its first token,
+    averaged over heads, queries and rows (Fig. 2's attention maps, summed up): how much of a
+    sink the first token is. Uniform attention would give the mean of 1 / (t + 1)."""
+    inputs: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [
+        block.attn.register_forward_pre_hook(lambda m, args: inputs.append((m, args[0])))
+        for block in lm.decoder
+    ]
+    try:
+        lm(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    t = x.shape[1]
+    pos = torch.arange(t, device=x.device)
+    out = []
+    for attn, h in inputs:
+        q = rotate(attn._split(attn.q(h), attn.heads), pos, lm.cfg.rope_theta)
+        k = attn._split(attn.kv(h).chunk(2, dim=-1)[0], attn.kv_heads)
+        k = rotate(k, pos, lm.cfg.rope_theta).repeat_interleave(attn.heads // attn.kv_heads, 1)
+        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.shape[-1])
+        weights = scores.masked_fill(~visible(pos, pos), float("-inf")).softmax(-1)
+        out.append(weights[:, :, t // 2 :, 0].mean())
+    return torch.stack(out)
+
+
 class StreamingLLMRecipe(GPT2Recipe):
     paper = "streaming-llm"
     config_class = StreamingConfig
@@ -222,6 +252,19 @@ class StreamingLLMRecipe(GPT2Recipe):
             m[f"{name}_dense_over_streaming_cache_bytes"] = (
                 read["dense"].cache_bytes / read["streaming"].cache_bytes
             )
+        # Fig. 2: is the first token a sink? Attention on it in held-out windows vs uniform
+        x, _ = self.held_windows.at(self.held_windows.spread(self.cfg.eval_sequences))
+        x = x.to(self.ctx.device)
+        t = self.cfg.context
+        uniform = sum(1 / (i + 1) for i in range(t // 2, t)) / (t - t // 2)
+        for name, arm in model.items():
+            if isinstance(arm, SinkTokenLM):
+                lm, x_arm = arm.lm, torch.cat([arm.prefix(len(x), x.device), x[:, :-1]], 1)
+            else:
+                lm, x_arm = arm, x
+            share = first_token_attention(lm, x_arm)
+            m[f"{name}_first_token_attention"] = share[1:].mean().item()  # beyond layer 0
+            m[f"{name}_first_token_attention_over_uniform"] = share[1:].mean().item() / uniform
         m["stream_over_context"] = self.cfg.stream_tokens / self.cfg.context
         return m
 

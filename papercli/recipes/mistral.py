@@ -19,7 +19,8 @@ plays neither saw.
            streams 4 × 1,024 held-out tokens (64 windows)
     paper  Table 1: dim 4096, 32 layers, 32 / 8 heads, hidden 14336, window 4096, context 8192,
            32,000 tokens (7.24B parameters per arm); the paper does not disclose its training, so
-           Llama 2's optimiser (AdamW 3e-4, warm-up 2,000) on --data FOLDER of .txt files
+           Llama 2's (2T tokens in batches of 4M, AdamW 3e-4, warm-up 2,000) on --data FOLDER of
+           .txt files
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ PAPER = MistralConfig(
     context=8192,
     window=4096,
     kv_heads=8,
-    steps=100_000,
-    batch_size=256,
+    steps=500_000,  # undisclosed: Llama 2's 2T tokens in batches of 4M tokens (Sec. 2.2)
+    batch_size=512,
     micro_batch_size=1,
     lr=3e-4,
     warmup_steps=2000,

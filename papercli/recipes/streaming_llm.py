@@ -24,7 +24,8 @@ token prepended to every window; it streams with that one token as its sink (Tab
     mini   d 128, 4 layers, 4 heads, 64-token context, 1,024-token BPE; 600 AdamW steps of 32
            windows; cache W = 64; 4 streams of 768 tokens (12 × context) from the unseen plays
     paper  the same evaluation on a Llama-2-7B-shaped model (6.74B, SIZES["llama-2-7b"], 4096-token
-           context) pre-trained on --data FOLDER of .txt files (1% held out), cache 4 + 1020 as in
+           context) pre-trained as Llama 2 was (Sec. 2.2: 2T tokens, batches of 4M tokens, AdamW
+           3e-4) on --data FOLDER of .txt files (1% held out), cache 4 + 1020 as in
            Table 1, streams of 20,000 tokens (Fig. 3); loading released Llama-2 weights is out of
            scope
 """
@@ -75,10 +76,10 @@ PAPER = StreamingConfig(
     size="llama-2-7b",
     vocab_size=32000,
     context=4096,
-    steps=100_000,
-    batch_size=256,
+    steps=500_000,  # Llama 2, Sec. 2.2 and Table 1: 2T tokens in batches of 4M tokens
+    batch_size=1024,
     micro_batch_size=1,
-    lr=3e-4,  # Llama 2, Sec. 2.2: AdamW (0.9, 0.95), 3e-4 for 7B, 2,000 warm-up steps, decay 0.1
+    lr=3e-4,  # AdamW (0.9, 0.95), 3e-4 for 7B, 2,000 warm-up steps, weight decay 0.1
     warmup_steps=2000,
     eval_every=2000,
     log_every=100,

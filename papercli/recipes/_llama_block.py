@@ -5,19 +5,34 @@ paper sizes in SIZES."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
-from papercli.models.transformer import SIZES, TransformerConfig
+from papercli.models.transformer import SIZES
 
 # GPT-2 mini's largest size with Llama's block; SwiGLU's hidden width at 2/3 of 4·d (Llama, Sec. 2.2)
-MINI_LLAMA = TransformerConfig(
-    dim=128,
-    layers=4,
-    heads=4,
-    ff_dim=352,
-    positions="rope",
-    norm_type="rms",
-    activation="swiglu",
-    bias=False,
+# and, with a 1,024-token vocabulary, tied embeddings
+MINI_LLAMA = replace(
+    SIZES["llama-2-7b"], dim=128, layers=4, heads=4, ff_dim=352, tie_embeddings=True
+)
+# the training both recipes share: at mini scale GPT-2 mini's (no samples written); at paper scale
+# Llama 2's pre-training (Sec. 2.2, Table 1: AdamW 3e-4, 2,000 warm-up steps, 2T tokens in batches
+# of 4M tokens), which Mistral does not disclose
+MINI_TRAINING: dict[str, Any] = dict(
+    batch_size=32, log_every=50, grad_clip=1.0, lr=3e-3, warmup_steps=30, sample_tokens=0
+)
+LLAMA2_TRAINING: dict[str, Any] = dict(
+    dataset="text",
+    vocab_size=32000,
+    steps=500_000,
+    micro_batch_size=1,
+    lr=3e-4,
+    warmup_steps=2000,
+    eval_every=2000,
+    log_every=100,
+    grad_clip=1.0,
+    eval_sequences=256,
+    sample_tokens=0,
+    eval_streams=1,
 )
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from papercli.models.transformer import KVCache, Transformer, TransformerConfig
-from papercli.recipes._llama_block import llama_block
+from papercli.recipes._llama_block import LLAMA2_TRAINING, MINI_TRAINING, llama_block
 from papercli.recipes.gpt2 import GPT2Config, GPT2Recipe
 from papercli.reproduce.config import bounded
 
@@ -47,35 +47,15 @@ class MistralConfig(GPT2Config):
     chunk: int = bounded(0, ge=0)  # pre-fill chunk (Sec. 2); 0: the window
 
 
-MINI = MistralConfig(
-    steps=400,
-    batch_size=32,
-    eval_every=200,
-    log_every=50,
-    grad_clip=1.0,
-    lr=3e-3,
-    warmup_steps=30,
-    sample_tokens=0,
-)
+MINI = MistralConfig(steps=400, eval_every=200, **MINI_TRAINING)
 PAPER = MistralConfig(
-    dataset="text",
     size="mistral-7b",
-    vocab_size=32000,
     context=8192,
     window=4096,
     kv_heads=8,
-    steps=500_000,  # undisclosed: Llama 2's 2T tokens in batches of 4M tokens (Sec. 2.2)
-    batch_size=512,
-    micro_batch_size=1,
-    lr=3e-4,
-    warmup_steps=2000,
-    eval_every=2000,
-    log_every=100,
-    grad_clip=1.0,
-    eval_sequences=256,
-    sample_tokens=0,
+    batch_size=512,  # 4M tokens
     stream_tokens=32768,
-    eval_streams=1,
+    **LLAMA2_TRAINING,
 )
 
 

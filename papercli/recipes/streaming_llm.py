@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from papercli.models.transformer import KVCache, Transformer, TransformerConfig, rotate, visible
-from papercli.recipes._llama_block import llama_block
+from papercli.recipes._llama_block import LLAMA2_TRAINING, MINI_TRAINING, llama_block
 from papercli.recipes.gpt2 import GPT2Config, GPT2Recipe
 from papercli.reproduce.arms import Arms
 from papercli.reproduce.config import bounded
@@ -60,36 +60,16 @@ class StreamingConfig(GPT2Config):
     plot_bin: int = bounded(32, ge=1)  # tokens per point of perplexity vs position
 
 
-MINI = StreamingConfig(
-    steps=600,
-    batch_size=32,
-    eval_every=200,
-    log_every=50,
-    grad_clip=1.0,
-    lr=3e-3,
-    warmup_steps=30,
-    sample_tokens=0,
-)
+MINI = StreamingConfig(steps=600, eval_every=200, **MINI_TRAINING)
 PAPER = StreamingConfig(
-    dataset="text",
     arms=("vanilla",),
     size="llama-2-7b",
-    vocab_size=32000,
     context=4096,
-    steps=500_000,  # Llama 2, Sec. 2.2 and Table 1: 2T tokens in batches of 4M tokens
-    batch_size=1024,
-    micro_batch_size=1,
-    lr=3e-4,  # AdamW (0.9, 0.95), 3e-4 for 7B, 2,000 warm-up steps, weight decay 0.1
-    warmup_steps=2000,
-    eval_every=2000,
-    log_every=100,
-    grad_clip=1.0,
-    eval_sequences=256,
-    sample_tokens=0,
+    batch_size=1024,  # 4M tokens
     cache_window=1024,  # Table 1: 4 + 1020
     stream_tokens=20_000,  # Fig. 3: 20K tokens of PG19
-    eval_streams=1,
     plot_bin=500,
+    **LLAMA2_TRAINING,
 )
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from papercli.data.lm import streams
 from papercli.models.transformer import KVCache, Transformer, TransformerConfig
 from papercli.recipes._llama_block import LLAMA2_TRAINING, MINI_TRAINING, llama_block
 from papercli.recipes.gpt2 import GPT2Config, GPT2Recipe
@@ -109,9 +110,9 @@ class MistralRecipe(GPT2Recipe):
         if "swa" not in model:
             return m
         swa = model["swa"].eval()
-        tokens, n = self.held_windows.tokens, self.cfg.stream_tokens
-        starts = torch.linspace(0, len(tokens) - n, self.cfg.eval_streams).long().tolist()
-        stream = torch.stack([tokens[s : s + n] for s in starts]).to(self.ctx.device)
+        n = self.cfg.stream_tokens
+        stream = streams(self.held_windows.tokens, n, self.cfg.eval_streams)
+        stream = stream.to(self.ctx.device)
         with torch.no_grad():
             whole = swa(stream).float()  # one pass, the training-time SWA mask
         rolling, peak = stream_through_cache(swa, stream, KVCache(window=self.cfg.window))

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from papercli.data.lm import streams
 from papercli.models.transformer import KVCache, Transformer, TransformerConfig, rotate, visible
 from papercli.recipes._llama_block import LLAMA2_TRAINING, MINI_TRAINING, llama_block
 from papercli.recipes.gpt2 import GPT2Config, GPT2Recipe
@@ -185,14 +186,6 @@ class StreamingLLMRecipe(GPT2Recipe):
         )
 
     # --- the streams ------------------------------------------------------------------------
-    def streams(self) -> torch.Tensor:
-        """`eval_streams` stretches of held-out text, `stream_tokens` long, evenly spread."""
-        tokens, n = self.held_windows.tokens, self.cfg.stream_tokens
-        if len(tokens) < n:
-            raise ValueError(f"the held-out text has {len(tokens)} tokens, fewer than {n}")
-        starts = torch.linspace(0, len(tokens) - n, self.cfg.eval_streams).long()
-        return torch.stack([tokens[s : s + n] for s in starts.tolist()]).to(self.ctx.device)
-
     def read(self, arm: nn.Module, stream: torch.Tensor) -> dict[str, Streamed]:
         """The stream read the four ways of Fig. 1 by one arm."""
         w = self.cfg.cache_window
@@ -213,7 +206,9 @@ class StreamingLLMRecipe(GPT2Recipe):
         positions ≥ W) for each way of reading them, the ratios the claims are about, and the
         speed-up of the cache over re-computation."""
         m = dict(last_eval)
-        stream = self.streams()
+        c = self.cfg
+        stream = streams(self.held_windows.tokens, c.stream_tokens, c.eval_streams)
+        stream = stream.to(self.ctx.device)
         w = self.cfg.cache_window
         self._curves = {}
         for name, arm in model.items():

@@ -24,13 +24,10 @@ PAPERS = [
     *("unet", "resnet", "vit"),
     *("transformer", "gpt", "gpt-2", "bert", "roberta", "t5", "elmo"),
     *("lm-compression", "chinchilla"),
-    *("llama-2", "mixtral", "moe"),
+    # efficient attention and modern LLM blocks (issue 15)
+    *("flash-attention", "flash-attention-2", "streaming-llm", "attention-sinks-blog"),
+    *("mistral-7b", "llama-2", "mixtral", "moe", "s4", "mamba"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
-<<<<<<< HEAD
-    *("flash-attention", "flash-attention-2"),
-=======
-    *("s4", "mamba"),
->>>>>>> issue-15b
 ]
 # recipes that measure rather than train: a 2-step run is no control (it measures 2 of the
 # sequence lengths); tests/test_flash_attention.py shows their checks fail on a broken algorithm

@@ -4,6 +4,7 @@ checked against a property it must have, on real (tiny) models."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -58,6 +59,19 @@ def test_rope_scores_depend_only_on_distance():
     assert score(3, 1) != pytest.approx(score(3, 2), abs=1e-3)
     # a rotation keeps the norm
     assert rotate(q, torch.tensor([7]), 10000.0).norm() == pytest.approx(q.norm().item(), rel=1e-6)
+
+
+def test_rope_angles_stay_exact_at_long_positions():
+    # fp32 angles m·θ_i lose ~m·6e-8 rad (2e-3 at m = 30,000: Mixtral's context), which broke the
+    # equality of a rolling cache (small positions) and one pass (absolute positions) beyond 1e-4
+    x = torch.randn(1, 1, 1, 16)
+    m, half = 30_001, 8
+    angle = [m * 10000.0 ** (-i / half) for i in range(half)]
+    cos = torch.tensor([math.cos(a) for a in angle])
+    sin = torch.tensor([math.sin(a) for a in angle])
+    x1, x2 = x[..., :half], x[..., half:]
+    exact = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    torch.testing.assert_close(rotate(x, torch.tensor([m]), 10000.0), exact, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("options", [{}, {"kv_heads": 2}, {"window": 5}])

@@ -38,6 +38,15 @@ class Windows:
         return torch.linspace(0, len(self) - 1, count).long()
 
 
+def streams(tokens: torch.Tensor, length: int, count: int) -> torch.Tensor:
+    """`count` stretches of `length` tokens evenly spread over a stream, (count, length): long
+    held-out streams for reading token by token (StreamingLLM, Mistral's rolling cache)."""
+    if len(tokens) < length:
+        raise ValueError(f"the stream has {len(tokens)} tokens, fewer than {length}")
+    starts = torch.linspace(0, len(tokens) - length, count).long().tolist()
+    return torch.stack([tokens[s : s + length] for s in starts])
+
+
 def encode_rows(
     tokenizer,
     texts: Sequence[str],

@@ -26,6 +26,7 @@ PAPERS = [
     *("lm-compression", "chinchilla"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
     *("flash-attention", "flash-attention-2"),
+    *("lora", "qlora"),  # fine-tuning a pre-trained base (trained once on first use, not timed)
 ]
 # recipes that measure rather than train: a 2-step run is no control (it measures 2 of the
 # sequence lengths); tests/test_flash_attention.py shows their checks fail on a broken algorithm

@@ -16,7 +16,7 @@ run directory as lora_adapter.safetensors and full_model.safetensors); the LoRA 
 its weights at the end and its logits compared with the unmerged ones.
 
     mini   mini base (0.93M parameters, 1,024-token BPE, 64-token context); AdamW, lr 1e-3 for
-           full fine-tuning and 4e-3 for the adapters (each tuned for its arm, as the paper tunes
+           full fine-tuning and 1.5e-2 for the adapters (each tuned for its arm, as the paper tunes
            per method), α = 8
     paper  --set base=PATH: a Hugging Face GPT-2 folder (e.g. gpt2-medium, safetensors) with its
            tokenizer.json; text from --data PATH (a folder of .txt files, 1% of the files held
@@ -64,7 +64,7 @@ class LoRAConfig(GPT2Config):
     alpha: float = bounded(8.0, gt=0.0)
     lora_dropout: float = bounded(0.0, ge=0.0, lt=1.0)
     lr: float = bounded(1e-3, gt=0.0)  # full fine-tuning
-    adapter_lr: float = bounded(4e-3, gt=0.0)  # the adapters
+    adapter_lr: float = bounded(1.5e-2, gt=0.0)  # the adapters
     weight_decay: float = bounded(0.0, ge=0.0)
     warmup_steps: int = bounded(10, ge=0)
     eval_fraction: float = bounded(0.2, gt=0.0, lt=1.0)  # of each new play, held out
@@ -206,11 +206,12 @@ class LoRARecipe(GPT2Recipe):
         m = dict(last_eval)
         first, second = self.cfg.compare
         loss = {name: m[f"{name}_heldout_loss"] for name in model}
-        m[f"{first}_minus_{second}_loss"] = loss[first] - loss[second]
-        if "base" in loss:
-            m[f"base_minus_{first}_loss"] = loss["base"] - loss[first]
+        if first in loss and second in loss:
+            m[f"{first}_minus_{second}_loss"] = loss[first] - loss[second]
         m["base_params"] = self.base_params
         for name in self.trained_arms(model):
+            if "base" in loss:  # how far the arm adapted
+                m[f"base_minus_{name}_loss"] = loss["base"] - loss[name]
             trainable = [p for p in model[name].parameters() if p.requires_grad]
             m[f"{name}_trainable_params"] = sum(p.numel() for p in trainable)
             m[f"{name}_trainable_fraction"] = m[f"{name}_trainable_params"] / self.base_params

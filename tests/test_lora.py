@@ -31,6 +31,17 @@ def tiny_base(tmp_path_factory) -> str:
         return str(ensure_mini_base(TINY, log=lambda *_: None))
 
 
+def tiny_run(paper: str, out, base: str) -> dict:
+    """8 steps of `paper` on the tiny base through the CLI: its result record."""
+    sets = [a for s in (f"base={base}", *TINY_RUN) for a in ("--set", s)]
+    proc = papercli(
+        "reproduce", paper, "--steps", "8", "--batch-size", "8", "--out", str(out), "--json",
+        *sets,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
 def _train(model: torch.nn.Module, steps: int = 20) -> None:
     """A few real Adam steps on next-token prediction of random tokens."""
     g = torch.Generator().manual_seed(1)
@@ -96,13 +107,7 @@ def test_tiny_run_reports_sizes_and_two_steps_do_not_reproduce(tmp_path, tiny_ba
     from conftest import two_step_control
 
     out = tmp_path / "run"
-    sets = [a for s in (f"base={tiny_base}", *TINY_RUN) for a in ("--set", s)]
-    proc = papercli(
-        "reproduce", "lora", "--steps", "8", "--batch-size", "8", "--out", str(out), "--json",
-        *sets,
-    )  # fmt: skip
-    assert proc.returncode in (0, 1), proc.stderr
-    m = json.loads(proc.stdout)["metrics"]
+    m = tiny_run("lora", out, tiny_base)["metrics"]
     assert m["full_trainable_params"] == m["base_params"] > m["lora_trainable_params"] > 0
     assert m["lora_optimizer_bytes"] == 2 * 4 * m["lora_trainable_params"]  # Adam's two moments
     assert m["full_optimizer_bytes"] == 2 * 4 * m["full_trainable_params"]

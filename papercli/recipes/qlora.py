@@ -34,7 +34,7 @@ from papercli.methods import lora, nf4
 from papercli.reproduce.config import bounded
 from papercli.reproduce.engine import run
 
-from .lora import LoRAConfig, LoRARecipe
+from .lora import MINI_RUN, PAPER_BASE, LoRAConfig, LoRARecipe
 
 
 @dataclass
@@ -46,24 +46,10 @@ class QLoRAConfig(LoRAConfig):
     bnb_sample: int = bounded(4, ge=0)  # weights compared with bitsandbytes on GPU
 
 
-MINI = QLoRAConfig(steps=150, batch_size=16, eval_every=75, log_every=25, grad_clip=1.0)
+MINI = QLoRAConfig(**MINI_RUN)
+# Appendix B's settings for the smaller models: r = 64, α = 16, batch 16
 PAPER = QLoRAConfig(
-    dataset="text",
-    base_arch="gpt2-medium",
-    vocab_size=50257,
-    context=1024,
-    rank=64,
-    alpha=16.0,
-    lora_dropout=0.1,
-    lr=2e-4,
-    adapter_lr=2e-4,
-    warmup_steps=100,
-    steps=10_000,
-    batch_size=16,
-    micro_batch_size=1,
-    eval_every=1000,
-    log_every=100,
-    eval_sequences=256,
+    **PAPER_BASE, rank=64, alpha=16.0, warmup_steps=100, steps=10_000, batch_size=16
 )
 
 

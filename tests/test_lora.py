@@ -124,3 +124,12 @@ def test_a_base_that_is_not_a_model_is_a_clear_error(tmp_path):
     proc = papercli("reproduce", "lora", "--set", f"base={tmp_path}", "--out", str(tmp_path / "r"))
     assert proc.returncode != 0
     assert "not a base model folder" in proc.stderr and "Traceback" not in proc.stderr
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for name in ("a", "b"):
+        (texts / f"{name}.txt").write_text("Some words to read. " * 20)
+    proc = papercli(
+        "reproduce", "lora", "--scale", "paper", "--data", str(texts), "--out", str(tmp_path / "p")
+    )
+    assert proc.returncode != 0 and "pass --set base=PATH" in proc.stderr  # never trains one

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from test_lora import SMALL, TINY_RUN, tiny_base, tiny_run  # noqa: F401  (tiny_base: a fixture)
+from test_lora import CONTROL, SMALL, tiny_base, tiny_run  # noqa: F401  (tiny_base: a fixture)
 
 from papercli.methods import lora, nf4
 from papercli.models.transformer import Transformer
@@ -111,5 +111,5 @@ def test_tiny_qlora_run_and_two_steps_do_not_reproduce(tmp_path, tiny_base, runn
     bits = next(c for c in record["checks"] if c["metric"] == "qlora_base_bits_per_param")
     assert bits["passed"]
 
-    failed = two_step_control(runner, "qlora", tmp_path / "control", f"base={tiny_base}", *TINY_RUN)
+    failed = two_step_control(runner, "qlora", tmp_path / "control", f"base={tiny_base}", *CONTROL)
     assert "base_minus_qlora_loss" in failed

@@ -114,6 +114,7 @@ class LoRARecipe(GPT2Recipe):
     paper = "lora"
     config_class = LoRAConfig
     scales = {"mini": MINI, "paper": PAPER}
+    arm_names: tuple[str, ...] = ("base", "full", "lora")
     cfg: LoRAConfig
 
     # --- the base and the data ------------------------------------------------------------------
@@ -178,7 +179,7 @@ class LoRARecipe(GPT2Recipe):
             return lora.apply_lora(
                 base, c.targets, rank=c.rank, alpha=c.alpha, dropout=c.lora_dropout
             )
-        raise PapercliError(f"unknown arm '{name}' (this recipe has: base, full, lora)")
+        raise PapercliError(f"unknown arm '{name}' (this recipe has: {', '.join(self.arm_names)})")
 
     def base_network(self) -> nn.Module:
         """The base's network; on the meta device (--dry-run, `papercli recipes`) its shape only,

@@ -57,6 +57,7 @@ class QLoRARecipe(LoRARecipe):
     paper = "qlora"
     config_class = QLoRAConfig
     scales = {"mini": MINI, "paper": PAPER}
+    arm_names = (*LoRARecipe.arm_names, "qlora")
     cfg: QLoRAConfig
 
     def make_arm(self, name: str, base: nn.Module) -> nn.Module:

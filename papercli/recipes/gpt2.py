@@ -127,14 +127,17 @@ class GPT2Recipe(Recipe):
             return [p.text for p in train], [p.text for p in held]
         return read_text_folder(self.ctx.data_path)
 
-    def setup_data(self) -> None:
+    def tokenizer_for(self, train: list[str]):
+        """The byte-level BPE: the plays' cached one, or trained on the text folder."""
         from papercli.data import plays
 
-        train, held = self._texts()
         if self.cfg.dataset == "plays":
-            self.tokenizer = plays.bpe_tokenizer(self.cfg.vocab_size)
-        else:
-            self.tokenizer = plays.train_bpe(train, self.cfg.vocab_size)
+            return plays.bpe_tokenizer(self.cfg.vocab_size)
+        return plays.train_bpe(train, self.cfg.vocab_size)
+
+    def setup_data(self) -> None:
+        train, held = self._texts()
+        self.tokenizer = self.tokenizer_for(train)
         eot = self.tokenizer.token_to_id("<|endoftext|>")
         # documents separated by <|endoftext|>, cut into non-overlapping windows
         self.train_windows = lm.Windows(

@@ -1,0 +1,137 @@
+"""LoRA: adapters that start at the base exactly, train only A and B, merge into W with the same
+outputs; the paper-scale trainable-parameter count on the meta device; a tiny run through the CLI
+on a tiny base, and a 2-step run that must not reproduce."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_base_model import TINY
+from test_reproduce_cli import papercli
+
+from papercli.methods import lora
+from papercli.models.transformer import Transformer, TransformerConfig
+from papercli.reproduce.base_model import ensure_mini_base
+
+SMALL = TransformerConfig(vocab_size=64, dim=32, layers=2, heads=4, ff_dim=64, max_len=16)
+# the tiny runs: a short context the tiny base reads, few held-out windows; the 2-step control
+# keeps the mini's warm-up (the tiny base is so raw that any full-rate step would adapt it)
+CONTROL = ("context=16", "eval_sequences=8")
+TINY_RUN = (*CONTROL, "eval_every=4", "warmup_steps=1")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> str:
+    """A tiny base (seconds to train), shared by the CLI tests through --set base=PATH."""
+    home = tmp_path_factory.mktemp("tiny-base-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAPERCLI_HOME", str(home))
+        return str(ensure_mini_base(TINY, log=lambda *_: None))
+
+
+def tiny_run(paper: str, out, base: str) -> dict:
+    """8 steps of `paper` on the tiny base through the CLI: its result record."""
+    sets = [a for s in (f"base={base}", *TINY_RUN) for a in ("--set", s)]
+    proc = papercli(
+        "reproduce", paper, "--steps", "8", "--batch-size", "8", "--out", str(out), "--json",
+        *sets,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _train(model: torch.nn.Module, steps: int = 20) -> None:
+    """A few real Adam steps on next-token prediction of random tokens."""
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        x = torch.randint(0, SMALL.vocab_size, (4, SMALL.max_len + 1), generator=g)
+        loss = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_adapters_start_at_the_base_train_alone_and_merge_with_the_same_outputs():
+    torch.manual_seed(0)
+    base = Transformer(SMALL).eval()
+    x = torch.randint(0, SMALL.vocab_size, (2, SMALL.max_len))
+    adapted = lora.apply_lora(copy.deepcopy(base), ("q", "v"), rank=4, alpha=8.0).eval()
+    with torch.no_grad():
+        assert torch.equal(adapted(x), base(x))  # B = 0: exactly the base's outputs
+
+    trainable = {n: p.numel() for n, p in adapted.named_parameters() if p.requires_grad}
+    assert all(".A." in n or ".B." in n for n in trainable)
+    # per layer: q (A 4×32, B 32×4) and v (A 4×32, B 32×4, the v half of the packed kv)
+    assert sum(trainable.values()) == SMALL.layers * 2 * (4 * 32 + 32 * 4)
+
+    frozen = {k: v.clone() for k, v in base.state_dict().items()}
+    _train(adapted)
+    for key, value in frozen.items():  # W0 never moved
+        name = key.replace("attn.q.", "attn.q.base.").replace("attn.kv.", "attn.kv.base.")
+        assert torch.equal(adapted.state_dict()[name], value)
+    with torch.no_grad():
+        tuned = adapted(x)
+        assert not torch.allclose(tuned, base(x), atol=1e-3)  # it did learn something
+        merged = lora.merge(copy.deepcopy(adapted))
+        assert torch.allclose(merged(x), tuned, atol=1e-5, rtol=1e-5)
+    kv = merged.decoder[0].attn.kv.base.weight
+    d = SMALL.dim
+    assert torch.equal(kv[:d], frozen["decoder.0.attn.kv.weight"][:d])  # k rows untouched
+    assert not torch.equal(kv[d:], frozen["decoder.0.attn.kv.weight"][d:])  # v rows absorbed BA
+    state = lora.adapter_state(adapted)
+    assert set(state) == {n for n in trainable}
+
+
+def test_unknown_target_and_rank_are_refused():
+    with pytest.raises(ValueError, match="unknown LoRA target"):
+        lora.apply_lora(Transformer(SMALL), ("w_q",))
+    with pytest.raises(ValueError, match="rank"):
+        lora.apply_lora(Transformer(SMALL), rank=0)
+
+
+def test_paper_scale_counts_gpt2_medium_with_r4_on_wq_wv():
+    plan = json.loads(
+        papercli("reproduce", "lora", "--scale", "paper", "--dry-run", "--json").stdout
+    )
+    arms = plan["arm_params"]
+    # 24 layers × (Wq + Wv) × (A: 4 × 1024 + B: 1024 × 4); Table 3 prints 0.35M (see the recipe)
+    assert arms["lora"]["trainable"] == 24 * 2 * (4 * 1024 + 1024 * 4) == 393_216
+    assert arms["full"]["trainable"] == arms["base"]["total"] == 354_823_168  # GPT-2 Medium
+    assert arms["base"]["trainable"] == 0
+
+
+def test_tiny_run_reports_sizes_and_two_steps_do_not_reproduce(tmp_path, tiny_base, runner):
+    from conftest import two_step_control
+
+    out = tmp_path / "run"
+    m = tiny_run("lora", out, tiny_base)["metrics"]
+    assert m["full_trainable_params"] == m["base_params"] > m["lora_trainable_params"] > 0
+    assert m["lora_optimizer_bytes"] == 2 * 4 * m["lora_trainable_params"]  # Adam's two moments
+    assert m["full_optimizer_bytes"] == 2 * 4 * m["full_trainable_params"]
+    assert m["lora_checkpoint_bytes"] < m["full_checkpoint_bytes"] / 5
+    assert (out / "lora_adapter.safetensors").stat().st_size == m["lora_checkpoint_bytes"]
+    assert m["lora_merge_max_abs_diff"] <= 1e-5
+    assert m["full_heldout_loss"] < m["base_heldout_loss"]  # eight steps already adapt
+
+    failed = two_step_control(runner, "lora", tmp_path / "control", f"base={tiny_base}", *CONTROL)
+    assert "base_minus_lora_loss" in failed
+
+
+def test_a_base_that_is_not_a_model_is_a_clear_error(tmp_path):
+    proc = papercli("reproduce", "lora", "--set", f"base={tmp_path}", "--out", str(tmp_path / "r"))
+    assert proc.returncode != 0
+    assert "not a base model folder" in proc.stderr and "Traceback" not in proc.stderr
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for name in ("a", "b"):
+        (texts / f"{name}.txt").write_text("Some words to read. " * 20)
+    proc = papercli(
+        "reproduce", "lora", "--scale", "paper", "--data", str(texts), "--out", str(tmp_path / "p")
+    )
+    assert proc.returncode != 0 and "pass --set base=PATH" in proc.stderr  # never trains one

@@ -20,6 +20,8 @@ from typing import Any
 FAMILIES = (
     "papercli.models.resnet",
     "papercli.models.vit",
+    "papercli.models.deit",
+    "papercli.models.mixer",
     "papercli.models.unet",
     "papercli.models.transformer",
     "papercli.models.diffusion_unet",

@@ -50,11 +50,10 @@ SIZES = {
 
 def config(name: str, **overrides) -> MixerConfig:
     """'mixer-b/16' -> Mixer-B with 16x16 patches (also 'Mixer-L/14', 'mixer_s_32')."""
-    key = name.lower().replace("_", "/").replace("mixer-", "").replace("mixer/", "")
-    size, _, patch = key.partition("/")
-    if size not in SIZES or not patch.isdigit():
-        raise ValueError(f"unknown Mixer '{name}' (sizes {', '.join(SIZES)}; e.g. mixer-b/16)")
-    return MixerConfig(**{"patch_size": int(patch), **SIZES[size], **overrides})
+    from papercli.models import sized_name
+
+    size, patch = sized_name(name, "mixer", "Mixer", SIZES)
+    return MixerConfig(**{"patch_size": patch, **SIZES[size], **overrides})
 
 
 def mlp(dim: int, hidden: int, dropout: float) -> nn.Sequential:

@@ -52,11 +52,10 @@ SIZES = {
 
 def config(name: str, **overrides) -> ViTConfig:
     """'vit-b/16' -> Base with 16x16 patches (also 'ViT-L/14', 'vit_s_32')."""
-    key = name.lower().replace("_", "/").replace("vit-", "").replace("vit/", "")
-    size, _, patch = key.partition("/")
-    if size not in SIZES or not patch.isdigit():
-        raise ValueError(f"unknown ViT '{name}' (sizes {', '.join(SIZES)}; e.g. vit-b/16)")
-    return ViTConfig(**{"patch_size": int(patch), **SIZES[size], **overrides})
+    from papercli.models import sized_name
+
+    size, patch = sized_name(name, "vit", "ViT", SIZES)
+    return ViTConfig(**{"patch_size": patch, **SIZES[size], **overrides})
 
 
 class Attention(nn.Module):

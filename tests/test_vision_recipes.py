@@ -191,8 +191,9 @@ def test_a_few_real_training_steps(paper, runner, tmp_path):
     assert m[key] == pytest.approx(m[f"{key.split('_')[0]}_test_acc"] - m["vit_test_acc"])
 
 
-DEIT_RECORDED = {"teacher_test_acc": 0.89, "deit_test_acc": 0.87, "vit_test_acc": 0.855}
-MIXER_RECORDED = {"mixer_test_acc": 0.85, "vit_test_acc": 0.86}
+# real mini runs' last evaluations (seed 0; DeiT's gain there is within seed noise, see the recipe)
+DEIT_RECORDED = {"teacher_test_acc": 0.8816, "deit_test_acc": 0.8314, "vit_test_acc": 0.827}
+MIXER_RECORDED = {"mixer_test_acc": 0.8692, "vit_test_acc": 0.8478}
 
 
 def _derived(recipe_cls, metrics: dict) -> dict:
@@ -210,14 +211,14 @@ def test_verdict_logic_on_recorded_metrics():
     assert (
         verdict(evaluate_checks(deit_checks, _derived(DeiTRecipe, DEIT_RECORDED))) == "reproduced"
     )
-    no_gain = {**DEIT_RECORDED, "deit_test_acc": 0.85}  # the teacher did not help
+    no_gain = {**DEIT_RECORDED, "deit_test_acc": 0.8248}  # seed 1: the teacher did not help
     rows = evaluate_checks(deit_checks, _derived(DeiTRecipe, no_gain))
     assert [r["metric"] for r in rows if not r["passed"]] == ["deit_minus_vit_acc"]
 
     mixer_checks = Registry.load().get("mlp-mixer").reproduce.checks
     rows = evaluate_checks(mixer_checks, _derived(MixerRecipe, MIXER_RECORDED))
     assert verdict(rows) == "reproduced"
-    far_behind = {**MIXER_RECORDED, "mixer_test_acc": 0.82}
+    far_behind = {"mixer_test_acc": 0.83, "vit_test_acc": 0.8738}  # 4.4 points behind
     rows = evaluate_checks(mixer_checks, _derived(MixerRecipe, far_behind))
     assert [r["metric"] for r in rows if not r["passed"]] == ["mixer_minus_vit_acc"]
     # both arms untrained: within the margin of each other, but under the absolute floor

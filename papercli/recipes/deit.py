@@ -30,6 +30,10 @@ One run, two phases, on ViT's recipe (the teacher is its CNN arm):
 
 Metrics: teacher_test_acc, deit_test_acc (joint classifier), vit_test_acc, and
 deit_minus_vit_acc (positive: distillation helped, the paper's direction).
+
+Measured at mini scale (seeds 0 / 1): teacher 88.2 / 89.5 %, DeiT⚗ 83.1 / 83.0 %, ViT 82.7 /
+83.2 %: at this budget the gain from the teacher (+0.4 / −0.2 points) is within seed noise, so
+the mini does not reliably show Table 5's ordering (its verdict is honest about that).
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ PAPER = DeiTConfig(
     dataset="imagenet",
     image_size=224,
     model="vit-b/16",
-    steps=375_300,  # 300 epochs of 1,281,167 images at 1024 (students) + the teacher's share
+    # 1251 steps of 1024 per epoch: the teacher 75 epochs (20%), then the students 300 (Table 9)
+    steps=469_200,
     batch_size=1024,
     micro_batch_size=128,
     eval_every=2500,

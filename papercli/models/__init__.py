@@ -20,6 +20,8 @@ from typing import Any
 FAMILIES = (
     "papercli.models.resnet",
     "papercli.models.vit",
+    "papercli.models.deit",
+    "papercli.models.mixer",
     "papercli.models.unet",
     "papercli.models.transformer",
     "papercli.models.diffusion_unet",
@@ -84,6 +86,16 @@ def model_entry(name: str) -> ModelEntry:
         f" (did you mean: {', '.join(close)}?)" if close else " (see papercli.models.list_models())"
     )
     raise ValueError(f"unknown model '{name}'{hint}")
+
+
+def sized_name(name: str, family: str, label: str, sizes: dict[str, Any]) -> tuple[str, int]:
+    """'vit-b/16' -> ('b', 16) for the patch-based families, whose names are <family>-<size>/<patch>
+    (also 'ViT-L/14', 'vit_b_32'); an unknown size or a missing patch is a ValueError."""
+    key = name.lower().replace("_", "/").replace(f"{family}-", "").replace(f"{family}/", "")
+    size, _, patch = key.partition("/")
+    if size not in sizes or not patch.isdigit():
+        raise ValueError(f"unknown {label} '{name}' (sizes {', '.join(sizes)}; e.g. {family}-b/16)")
+    return size, int(patch)
 
 
 def create_model(name: str, **overrides: Any):

@@ -52,11 +52,10 @@ SIZES = {
 
 def config(name: str, **overrides) -> ViTConfig:
     """'vit-b/16' -> Base with 16x16 patches (also 'ViT-L/14', 'vit_s_32')."""
-    key = name.lower().replace("_", "/").replace("vit-", "").replace("vit/", "")
-    size, _, patch = key.partition("/")
-    if size not in SIZES or not patch.isdigit():
-        raise ValueError(f"unknown ViT '{name}' (sizes {', '.join(SIZES)}; e.g. vit-b/16)")
-    return ViTConfig(**{"patch_size": int(patch), **SIZES[size], **overrides})
+    from papercli.models import sized_name
+
+    size, patch = sized_name(name, "vit", "ViT", SIZES)
+    return ViTConfig(**{"patch_size": patch, **SIZES[size], **overrides})
 
 
 class Attention(nn.Module):
@@ -96,6 +95,8 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
+    prefix_tokens = 1  # the class token (DeiT adds a distillation token)
+
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         if cfg.image_size % cfg.patch_size:
@@ -107,7 +108,9 @@ class VisionTransformer(nn.Module):
             cfg.in_channels, cfg.dim, cfg.patch_size, stride=cfg.patch_size
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, cfg.grid**2 + 1, cfg.dim) * 0.02)
+        self.pos_embed = nn.Parameter(
+            torch.randn(1, cfg.grid**2 + self.prefix_tokens, cfg.dim) * 0.02
+        )
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.Sequential(*(Block(cfg) for _ in range(cfg.depth)))
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
@@ -125,11 +128,15 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.patch_embed.weight, std=math.sqrt(1 / fan_in))
         nn.init.zeros_(self.patch_embed.bias)
 
+    def prefix(self, batch: int) -> list[torch.Tensor]:
+        """The learned tokens put before the patches: the class token."""
+        return [self.cls_token.expand(batch, -1, -1)]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 1-3: the encoder's final token states (B, 1 + N, D), before the last LayerNorm."""
+        """Eq. 1-3: the encoder's final token states (B, prefix + N, D), before the last
+        LayerNorm."""
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D): x_p E
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed  # Eq. 1
+        x = torch.cat([*self.prefix(x.shape[0]), x], dim=1) + self.pos_embed  # Eq. 1
         return self.blocks(self.dropout(x))
 
     @property
@@ -139,7 +146,7 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The normalised patch tokens as one (B, D, H/p, W/p) map (a plain-ViT detection
         backbone, as in ViTDet)."""
-        tokens = self.norm(self.encode(x))[:, 1:]
+        tokens = self.norm(self.encode(x))[:, self.prefix_tokens :]
         b, n, d = tokens.shape
         side = int(n**0.5)
         return [tokens.transpose(1, 2).reshape(b, d, side, n // side)]
@@ -152,7 +159,7 @@ class VisionTransformer(nn.Module):
         longer; the learned position embeddings are interpolated in 2D to the new grid."""
         new_grid = image_size // self.cfg.patch_size
         old = self.pos_embed.data
-        cls, grid = old[:, :1], old[:, 1:]
+        cls, grid = old[:, : self.prefix_tokens], old[:, self.prefix_tokens :]
         g = self.cfg.grid
         grid = grid.reshape(1, g, g, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)

@@ -84,6 +84,14 @@ class ClassificationRecipe(Recipe):
                 self.ctx.data_path / "val", train=False, size=self.input_size
             )
             self.classes = self.train_set.classes
+            # a fixed training subset, centre-cropped, for training-loss curves (ResNet's Fig. 4)
+            train_eval = ImageFolder(
+                self.ctx.data_path / "train", train=False, size=self.input_size
+            )
+            g = torch.Generator().manual_seed(1234)
+            n_train = min(self.cfg.eval_train_samples, len(train_eval))
+            pick = torch.randperm(len(train_eval), generator=g)[:n_train].tolist()
+            self.train_eval_set = torch.utils.data.Subset(train_eval, pick)
             self._loader = None
             return
         d = load_in_memory(self.cfg.dataset, self.ctx.data_path)
@@ -187,10 +195,15 @@ class ClassificationRecipe(Recipe):
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         if self.cfg.dataset == "imagenet":
-            loader = torch.utils.data.DataLoader(
-                self.val_set, batch_size=250, num_workers=self.cfg.workers
+            test, train = (
+                self._score(
+                    model,
+                    torch.utils.data.DataLoader(
+                        folder, batch_size=250, num_workers=self.cfg.workers
+                    ),
+                )
+                for folder in (self.val_set, self.train_eval_set)
             )
-            test, train = self._score(model, loader), {}
         else:
             train = self._score(
                 model,

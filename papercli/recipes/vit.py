@@ -95,9 +95,11 @@ class ViTRecipe(ClassificationRecipe):
     config_class = ViTTrainConfig
     scales = {"mini": MINI, "paper": PAPER}
     cfg: ViTTrainConfig
+    baseline_arm = "resnet"  # the CNN arm's name (DeiT's teacher)
 
-    def build_model(self) -> nn.Module:
-        overrides = {
+    def model_overrides(self) -> dict[str, object]:
+        """Size, channels and classes from the data; what every patch-based arm is built with."""
+        overrides: dict[str, object] = {
             "image_size": self.input_size,
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
@@ -105,12 +107,19 @@ class ViTRecipe(ClassificationRecipe):
         }
         if self.cfg.patch_size:
             overrides["patch_size"] = self.cfg.patch_size
-        arms = {"vit": create_model(self.cfg.model, **overrides)}
+        return overrides
+
+    def patch_arms(self) -> dict[str, nn.Module]:
+        """The arms trained with AdamW (a recipe on ViT's may train several, e.g. DeiT's)."""
+        return {"vit": create_model(self.cfg.model, **self.model_overrides())}
+
+    def build_model(self) -> nn.Module:
+        arms = self.patch_arms()
         if self.cfg.baseline.model:
             name = self.cfg.baseline.model
             cifar = self.cfg.dataset != "imagenet"
             extra = {"width": self.cfg.baseline.width} if cifar else {}
-            arms["resnet"] = create_model(
+            arms[self.baseline_arm] = create_model(
                 f"{name}-cifar" if cifar else name,
                 in_channels=self.in_channels,
                 num_classes=self.num_classes,
@@ -118,28 +127,39 @@ class ViTRecipe(ClassificationRecipe):
             )
         return Arms(arms)
 
+    def schedule_steps(self, arm: str) -> int:
+        """Steps over which an arm's schedule runs (all of them; DeiT's phases split them)."""
+        return self.cfg.steps
+
     def configure_optimizers(self, model: nn.Module):
         # Appendix B.1: Adam, β1 = 0.9, β2 = 0.999, high weight decay (decoupled here, AdamW);
         # no decay on biases, LayerNorm and the position/class embeddings.
-        groups = weight_decay_groups(
-            model["vit"], self.cfg.weight_decay, skip=("pos_embed", "cls_token")
-        )
-        optimizers = {"vit": torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, self.cfg.beta2))}
-        if "resnet" in model:
-            optimizers["resnet"] = torch.optim.SGD(
-                model["resnet"].parameters(),
+        optimizers = {
+            name: torch.optim.AdamW(
+                weight_decay_groups(
+                    arm, self.cfg.weight_decay, skip=("pos_embed", "cls_token", "dist_token")
+                ),
+                lr=self.cfg.lr,
+                betas=(0.9, self.cfg.beta2),
+            )
+            for name, arm in model.items()
+            if name != self.baseline_arm
+        }
+        if self.baseline_arm in model:
+            optimizers[self.baseline_arm] = torch.optim.SGD(
+                model[self.baseline_arm].parameters(),
                 lr=self.cfg.baseline.lr,
                 momentum=0.9,
                 weight_decay=self.cfg.baseline.weight_decay,
             )
         return {
-            name: (opt, warmup_cosine(opt, self.cfg.warmup_steps, self.cfg.steps))
+            name: (opt, warmup_cosine(opt, self.cfg.warmup_steps, self.schedule_steps(name)))
             for name, opt in optimizers.items()
         }
 
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
         m = dict(last_eval)
-        if "resnet" in model:
+        if "resnet" in model and "vit" in model:
             # positive: the CNN wins on small data, as Section 4.3 finds
             m["resnet_minus_vit_acc"] = m["resnet_test_acc"] - m["vit_test_acc"]
         return m

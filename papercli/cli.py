@@ -198,7 +198,9 @@ def _local_extras(paper) -> dict[str, str]:
 @command("summary")
 def summary(paper_id: PaperId) -> None:
     """Show a paper's summary, key points and claims."""
-    paper = _registry().get(paper_id)
+    from papercli.registry import full_paper
+
+    paper = full_paper(_registry(light=True).get(paper_id))
     render.paper_summary(paper, _local_extras(paper))
 
 
@@ -208,7 +210,9 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show every field of a paper."""
-    paper = _registry().get(paper_id)
+    from papercli.registry import full_paper
+
+    paper = full_paper(_registry(light=True).get(paper_id))
     extras = _local_extras(paper)
     if as_json:
         data = paper.to_dict()

@@ -264,6 +264,11 @@ class Index:
             self.conn.execute("ROLLBACK")
             raise
 
+    def paper_data(self, path: str) -> bytes | None:
+        """The full stored paper of one file (current once a load has synced its folder)."""
+        row = self.conn.execute("SELECT data FROM files WHERE path=?", (path,)).fetchone()
+        return row[0] if row else None
+
     # ------------------------------------------------------------------------- search documents
     def sync_docs(
         self, docs: dict[str, str], build: Callable[[bytes | None, str], dict[str, str]]

@@ -1085,6 +1085,21 @@ def normalize_arxiv(text: str) -> tuple[str, str | None] | None:
     return arxiv_id(t)
 
 
+def full_paper(paper: Paper | Listed) -> Paper:
+    """The whole Paper behind a listing record: its stored dict in the index (current, since the
+    load that made the record synced its file), else its file parsed again. `show` and `summary`
+    load the light registry and this one paper instead of building every Paper."""
+    if isinstance(paper, Paper):
+        return paper
+    import marshal
+
+    idx = open_index()
+    blob = idx.paper_data(paper.source) if idx is not None else None
+    if blob:
+        return Paper.from_trusted_dict(marshal.loads(blob))
+    return load_file(Path(paper.source))
+
+
 class Registry:
     """The bundled registry with the user's own layered over it (a user file wins by id)."""
 

@@ -60,11 +60,15 @@ def pdf_path(paper_id: str) -> Path:
 
 def read_metadata(paper_id: str) -> dict[str, Any] | None:
     try:
-        import json  # here: light commands that never read metadata skip the import
-
-        return json.loads(metadata_path(paper_id).read_text(encoding="utf-8"))
+        text = metadata_path(paper_id).read_text(encoding="utf-8")
     except (OSError, ValueError):
-        return None  # not fetched yet, or a damaged cache file: treat as absent
+        return None  # not fetched yet, or not UTF-8
+    import json  # here: show and summary of a paper never fetched skip the import
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None  # a damaged cache file: treat as absent
 
 
 def write_metadata(paper_id: str, data: dict[str, Any]) -> None:

@@ -7,11 +7,9 @@ bundled papers can have notes too and copying PAPERCLI_HOME keeps them with the 
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 from pathlib import Path
 
-from papercli import config, paths
+from papercli import paths
 from papercli.errors import UsageError, preview
 from papercli.registry import Paper
 
@@ -34,6 +32,10 @@ def read_notes(paper_id: str) -> str | None:
 
 def editor_command() -> list[str]:
     """PAPERCLI_EDITOR, else the config file's `editor`, else $VISUAL, $EDITOR, vi."""
+    import shlex  # here and below: `show` and `summary` read notes and never start an editor
+
+    from papercli import config
+
     raw = (
         config.get("editor") or os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     ).strip()
@@ -48,6 +50,8 @@ def editor_command() -> list[str]:
 
 def run_editor(path: Path) -> None:
     """Open `path` in the user's editor and wait; an editor that fails is a one-line error."""
+    import subprocess
+
     argv = editor_command()
     try:
         code = subprocess.run([*argv, str(path)], check=False).returncode

@@ -89,7 +89,11 @@ def sha256(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- the mini base
-def ensure_mini_base(spec: MiniBase = MiniBase(), *, log=print) -> Path:
+def _to_stderr(message: str) -> None:  # stdout may be a run's --json result
+    print(message, file=sys.stderr, flush=True)
+
+
+def ensure_mini_base(spec: MiniBase = MiniBase(), *, log=_to_stderr) -> Path:
     """The folder of the mini base, trained first if it is not cached yet. Concurrent callers
     (several ranks, two runs) wait on a file lock; one trains, the others then load."""
     folder = models_dir() / spec.name

@@ -96,6 +96,7 @@ _PENDING, _BUILDING = object(), object()
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
+
 class _Lazy:
     """A regular expression compiled on first use: `list` and `show` served from the index never
     match one, and compiling them all cost ~1 ms of every start."""

@@ -10,11 +10,12 @@ import pytest
 from conftest import REPO
 
 
-def test_ruff_finds_nothing():
+def test_ruff_check_and_format_find_nothing():
     ruff = shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (it comes with the test extra)")
-    done = subprocess.run(
-        [ruff, "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    for args in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        done = subprocess.run(
+            [ruff, *args, "."], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -20,19 +20,22 @@ MINI_LLAMA = replace(
 MINI_TRAINING: dict[str, Any] = dict(
     batch_size=32, log_every=50, grad_clip=1.0, lr=3e-3, warmup_steps=30, sample_tokens=0
 )
-LLAMA2_TRAINING: dict[str, Any] = dict(
+# Llama 2's pre-training as the paper states it (Sec. 2.1–2.2, Table 1): 2T tokens at 4M tokens
+# per step, AdamW 3e-4 (7B/13B), 2,000 warm-up steps then cosine, clipping at 1.0; also llama-2's
+# own paper scale
+LLAMA2_PRETRAINING: dict[str, Any] = dict(
     dataset="text",
     vocab_size=32000,
     steps=500_000,
     micro_batch_size=1,
     lr=3e-4,
     warmup_steps=2000,
-    eval_every=2000,
     log_every=100,
     grad_clip=1.0,
-    eval_sequences=256,
-    sample_tokens=0,
-    eval_streams=1,
+)
+# ... and how the streaming-llm and mistral-7b recipes evaluate on top of it
+LLAMA2_TRAINING: dict[str, Any] = dict(
+    **LLAMA2_PRETRAINING, eval_every=2000, eval_sequences=256, sample_tokens=0, eval_streams=1
 )
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from papercli.models.transformer import SIZES, KVCache, Transformer, TransformerConfig
+from papercli.recipes._llama_block import LLAMA2_PRETRAINING
 from papercli.recipes.gpt2 import GPT2Config, GPT2Recipe
 from papercli.reproduce.config import bounded
 from papercli.reproduce.engine import run
@@ -50,20 +51,15 @@ class Llama2Config(GPT2Config):
 
 MINI = Llama2Config(steps=250, batch_size=32, eval_every=125, log_every=25, grad_clip=1.0)
 PAPER = Llama2Config(
-    dataset="text",
     arms=("llama-2-7b", "llama-2-13b", "llama-2-70b"),
-    vocab_size=32000,
     context=4096,
-    steps=500_000,  # 2T tokens (Sec. 2.1) at 4M tokens per step
     batch_size=1024,  # Sec. 2.2: "a global batch-size of 4M tokens"
-    micro_batch_size=1,
-    lr=3e-4,  # Table 1: 3e-4 for 7B/13B, 1.5e-4 for 34B/70B
-    warmup_steps=2000,  # Sec. 2.2: "warmup of 2000 steps", cosine decay
     eval_every=5000,
-    log_every=100,
-    grad_clip=1.0,
     eval_sequences=512,
     prompt_tokens=4096,
+    # 2T tokens (Sec. 2.1) at 4M a step; lr 3e-4 for 7B/13B (Table 1: 1.5e-4 for 34B/70B);
+    # "warmup of 2000 steps", cosine decay (Sec. 2.2)
+    **LLAMA2_PRETRAINING,
 )
 
 

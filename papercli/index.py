@@ -18,7 +18,8 @@ from typing import NamedTuple
 
 from papercli import paths
 
-FORMAT = "2"  # bump when these tables change; the registry passes its own schema version too
+# bump when these tables change (3: snapshots); the registry passes its own schema version too
+FORMAT = "3"
 RACY_NS = 2_000_000_000  # coarse file-system clocks (FAT: 2 s) tick this slowly
 # Search columns, each with its bm25 weight: a hit in the id or title counts most.
 COLUMNS = (
@@ -141,7 +142,7 @@ class Index:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for table in ("files", "docs", "meta"):
+            for table in ("files", "docs", "meta", "snapshots"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
             conn.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
             conn.execute(
@@ -150,6 +151,10 @@ class Index:
                 " indexed_ns INTEGER, data BLOB, light BLOB, doc_sig TEXT)"
             )
             conn.execute("CREATE INDEX files_dir ON files(dir)")
+            conn.execute(
+                "CREATE TABLE snapshots(name TEXT PRIMARY KEY, signature BLOB,"
+                " made_ns INTEGER, data BLOB)"
+            )
             cols = ", ".join(name for name, _ in COLUMNS)
             if fts5_wanted() and _has_fts5(conn):
                 conn.execute(
@@ -269,13 +274,52 @@ class Index:
         row = self.conn.execute("SELECT data FROM files WHERE path=?", (path,)).fetchone()
         return row[0] if row else None
 
+    def rowids(self, paths: list[str]) -> list[int] | None:
+        """The rows of these files, in order; None if one has none."""
+        found = dict(self.conn.execute("SELECT path, rowid FROM files"))
+        rows = [found.get(path) for path in paths]
+        return None if None in rows else rows  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------- snapshots
+    def snapshot(self, name: str, signature: bytes, newest_ns: int) -> bytes | None:
+        """A stored snapshot, if made from files of this `signature`, all of them (the newest
+        changed at `newest_ns`) older than RACY_NS when it was made."""
+        row = self.conn.execute(
+            "SELECT signature, made_ns, data FROM snapshots WHERE name=?", (name,)
+        ).fetchone()
+        if row is None or row[0] != signature or newest_ns + RACY_NS >= row[1]:
+            return None
+        return row[2]
+
+    def store_snapshot(self, name: str, signature: bytes, newest_ns: int, data: bytes) -> None:
+        now = time.time_ns()
+        if newest_ns + RACY_NS >= now:
+            return  # a file this recent could change unseen within a clock tick: next run
+        try:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
+                (name, signature, now, data),
+            )
+        except sqlite3.OperationalError:
+            pass  # locked past the timeout by another writer: the next run stores it
+
     # ------------------------------------------------------------------------- search documents
+    def docs_current(self, signature: bytes) -> bool:
+        """Whether the last complete sync_docs was given this `signature`."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='docs'").fetchone()
+        return row is not None and row[0] == signature.hex()
+
     def sync_docs(
-        self, docs: dict[str, str], build: Callable[[bytes | None, str], dict[str, str]]
+        self,
+        docs: dict[str, str],
+        build: Callable[[bytes | None, str], dict[str, str]],
+        signature: bytes | None = None,
     ) -> dict[str, int]:
         """Keep one search document per served file. `docs` maps a file's path to a signature
         of what its document holds; where that changed, `build(stored paper or None, path)`
-        makes the document's columns again. Returns path -> rowid."""
+        makes the document's columns again. Returns path -> rowid. `signature`, of everything
+        `docs` was made from, is recorded once all are current (see docs_current)."""
+        mark = [("docs", signature.hex() if signature else "")]
         have = self.current
         if any(path not in have for path in docs):  # rows this process did not read yet
             have = {
@@ -286,6 +330,11 @@ class Index:
         changed = [
             (path, sig) for path, sig in docs.items() if path not in have or have[path][1] != sig
         ]
+        if not changed and signature is not None and not self.docs_current(signature):
+            try:
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", mark[0])
+            except sqlite3.OperationalError:
+                pass  # locked: the next search records it
         if changed:
             names = [name for name, _ in COLUMNS]
             try:
@@ -309,6 +358,7 @@ class Index:
                         (rowid, *(cols.get(n, "") for n in names)),
                     )
                     self.conn.execute("UPDATE files SET doc_sig=? WHERE rowid=?", (sig, rowid))
+                self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", mark)
                 self.conn.execute("COMMIT")
                 self.current.update((path, (have[path][0], sig)) for path, sig in changed)
             except BaseException:

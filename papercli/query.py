@@ -78,7 +78,11 @@ class Query:
 
 
 def _has_phrase(text: str, phrase: str) -> bool:
-    words = " ".join(_WORD.findall(text.lower()))
+    low = text.lower()
+    first = _WORD.search(phrase)
+    if first is None or first.group().rstrip("*") not in low:
+        return False  # most texts lack even the first word: skip tokenising them
+    words = " ".join(_WORD.findall(low))
     want = " ".join(_WORD.findall(phrase))
     return bool(want) and f" {want} " in f" {words} "
 

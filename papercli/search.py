@@ -66,6 +66,18 @@ def _mtimes(directory: Path) -> dict[str, int]:
         return {}
 
 
+def _signature(registry: Registry, *mtimes: dict[str, int]) -> bytes | None:
+    """Of everything the served papers' documents are made from: the registry's files (where
+    a snapshot of them has one) and what fetch stored."""
+    if registry.signature is None:
+        return None
+    import hashlib
+    import marshal
+
+    stored = marshal.dumps([sorted(m.items()) for m in mtimes])
+    return hashlib.blake2b(registry.signature + stored, digest_size=16).digest()
+
+
 def search(registry: Registry, text: str, limit: int = 20) -> list[Hit]:
     """Hits for a query over `registry`, best first. A light registry (Listed papers) does:
     filters and hits need only what a listing has; documents come from the index."""
@@ -78,11 +90,16 @@ def search(registry: Registry, text: str, limit: int = 20) -> list[Hit]:
     assert idx is not None  # an in-memory database always opens
     # a document is rebuilt when its file's row was replaced or what fetch stored changed
     meta, texts = _mtimes(cache.metadata_dir()), _mtimes(cache.fulltext_dir())
-    docs = {
-        str(p.source): f"{meta.get(p.id + '.json', 0)}:{texts.get(p.id + '.txt', 0)}"
-        for p in registry.papers
-    }
-    rowids = idx.sync_docs(docs, _build)
+    signature = _signature(registry, meta, texts)
+    if signature and registry.rowids is not None and idx.docs_current(signature):
+        # the same files and fetched texts as the last search: every document is current
+        rowids = {str(p.source): r for p, r in zip(registry.papers, registry.rowids, strict=True)}
+    else:
+        docs = {
+            str(p.source): f"{meta.get(p.id + '.json', 0)}:{texts.get(p.id + '.txt', 0)}"
+            for p in registry.papers
+        }
+        rowids = idx.sync_docs(docs, _build, signature)
     by_row = {rowids[str(p.source)]: p for p in candidates if str(p.source) in rowids}
     rank = _rank_fts if idx.fts else _rank_plain
     scores = rank(idx, query, by_row)

@@ -94,6 +94,18 @@ def test_lookup(query, expected):
     assert Registry.load([BUNDLED]).get(query).id == expected
 
 
+def test_a_large_registry_finds_by_one_pass_what_its_index_finds():
+    papers = Registry.load([BUNDLED]).papers * 4  # past the size where lookups scan instead
+    scanning, indexed = Registry(papers), Registry(papers)
+    assert len(indexed._index) > 0 and "_index" not in scanning.__dict__
+    names = [n for p in papers[:53] for n in (p.id, *p.aliases, p.arxiv or "")]
+    queries = names + [n.upper().replace("-", " ") for n in names] + ["flashattention2", "nope"]
+    for q in queries:
+        assert scanning.find(q) is indexed.find(q), q
+        assert scanning._lookup(q.lower(), "zzz") is indexed._lookup(q.lower(), "zzz"), q
+    assert "_index" not in scanning.__dict__
+
+
 def test_unknown_id_suggests():
     with pytest.raises(UnknownPaperError) as exc:
         Registry.load([BUNDLED]).get("vitt")

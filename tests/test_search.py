@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 from arxiv_server import FakeArxiv, make_text_pdf
@@ -149,6 +150,52 @@ def test_light_listing_agrees_with_full_papers(user_registry):
             == list(full.broken_files())
             == [str(user_registry / "broken.yaml")]
         )
+
+
+def test_a_snapshot_serves_unchanged_folders_and_never_a_changed_one(user_registry):
+    from papercli.registry import _Snapshot
+
+    layers = [user_registry]
+
+    def age(*files) -> None:  # older than the index's racy window
+        old = time.time_ns() - 10_000_000_000
+        for f in files:
+            os.utime(f, ns=(old, old))
+
+    def listed() -> list[tuple[str, str]]:
+        return [(p.id, p.title) for p in Registry.load(layers, light=True).papers]
+
+    a = write_paper(user_registry, "snap-a", alias="SA", arxiv="2101.00011")
+    b = write_paper(user_registry, "snap-b", alias="SB", arxiv="2101.00012")
+    age(a, b)
+    first = listed()
+    served = _Snapshot.of(layers).load()  # stored by that load: served while nothing changes
+    assert served is not None and served.files == [2] and served.problems == []
+    assert [(p.id, p.title) for p in served.papers] == first
+    full = Registry.load(layers).papers  # what the YAML files say, parsed in full
+    assert [(p.id, p.title, p.authors, p.tags, str(p.source)) for p in served.papers] == [
+        (p.id, p.title, p.authors, p.tags, str(p.source)) for p in full
+    ]
+
+    # an edit (a new mtime, within the racy window) is read from the file, and not snapshotted
+    a.write_text(a.read_text().replace("A Test Paper", "A Zorb Paper"))
+    assert listed()[0] == ("snap-a", "A Zorb Paper & Its {Braces}")
+    assert _Snapshot.of(layers).load() is None
+    age(a)
+    listed()
+    assert _Snapshot.of(layers).load().papers[0].title == "A Zorb Paper & Its {Braces}"
+
+    # a broken file is reported on every load, so a folder holding one is never snapshotted
+    broken = user_registry / "broken.yaml"
+    broken.write_text("id: [broken\n")
+    age(broken)
+    for _ in range(2):
+        reg = Registry.load(layers, light=True)
+        assert list(reg.broken_files()) == [str(broken)]
+        assert _Snapshot.of(layers).load() is None
+    broken.unlink()
+    b.unlink()
+    assert [i for i, _ in listed()] == ["snap-a"]
 
 
 def test_without_a_usable_index_everything_still_works(papercli_home, runner):

@@ -15,16 +15,23 @@ Per step: each image gives 2 global crops (scale 0.4–1 of the area, at full si
 crops (scale 0.05–0.4, at half size), with random horizontal flips. The student sees all of them,
 the momentum teacher (EMA of the student, λ cosine 0.996 → 1) only the global ones.
 
-    mini   ViT-mini/7 (D=64, 6 blocks; 0.20M) + head (hidden 256, bottleneck 64, K = 1024) on
-           Fashion-MNIST: 2 × 28 px global + 6 × 14 px local crops, AdamW, batch 128, 600 steps,
-           τ_t 0.04 → 0.07 over the first 30% of the steps; k-NN on 10,000 training / 2,000 test
-           images
+    mini   ViT-mini/7 (D=64, 6 blocks; 0.20M) + head (hidden 256, bottleneck 64, K = 256) on
+           Fashion-MNIST: 2 × 28 px global + 4 × 14 px local crops, AdamW lr 5e-4, batch 128,
+           300 steps (0.6 epochs), τ_t 0.04, teacher momentum 0.99 → 1; k-NN on 5,000 training /
+           1,000 test images
     paper  ViT-S/16 on an ImageNet folder from --data (Sec. 4.1): 100 epochs of batch 1024, AdamW
            with lr 0.0005 × 1024/256, 10 warm-up epochs then cosine decay, weight decay cosine
            0.04 → 0.4, gradient clipping at 3, τ_s 0.1, τ_t 0.04 → 0.07 over 30 epochs, centre
            momentum 0.9, K = 65536, the last layer frozen for the first epoch, 2 × 224 px global and
            10 × 96 px local crops. `--set model=vit-b/16` for ViT-B/16. Not implemented: BYOL's
            colour jitter, blur and solarisation (the mini's images are grey).
+
+Measured at mini scale (seed 0, on a heavily shared machine): the teacher's k-NN accuracy stays at
+the random ViT's (63.1 / 64.3 / 64.1% at steps 100 / 200 / 300 against 64.8%), with a healthy
+collapse monitor (entropy 0.60 log K, batch-mean entropy 0.78 log K, KL 0.13). A fraction of an epoch is far too
+little for DINO (the paper trains 100–800 epochs), so the mini does NOT reproduce claim 1 and its
+verdict says so; an earlier probe (lr 1e-3, K = 1024, τ_t 0.04 → 0.07) drifted towards the uniform
+collapse (entropy 0.82 log K, KL 0.03) with the same k-NN accuracy.
 """
 
 from __future__ import annotations
@@ -99,23 +106,24 @@ PAPER = DINOConfig(
 MINI = DINOConfig(
     dataset="fashion-mnist",
     model="vit-mini/7",
-    steps=600,
+    steps=300,
     batch_size=128,
-    eval_every=200,
+    eval_every=100,
     log_every=20,
-    out_dim=1024,
+    out_dim=256,
     head_hidden=256,
     bottleneck=64,
-    local_crops=6,
+    local_crops=4,
     local_size=14,
-    lr=1e-3,
-    warmup_steps=60,
-    teacher_temp_warmup_steps=180,
+    lr=5e-4,
+    warmup_steps=30,
+    teacher_temp_end=0.04,  # τ_t held at 0.04: the run is shorter than the paper's warm-up
+    teacher_momentum=0.99,
     freeze_last_layer_steps=20,
     grad_clip=3.0,
     augment=False,
-    eval_train_samples=10_000,
-    eval_test_samples=2000,
+    eval_train_samples=5000,
+    eval_test_samples=1000,
 )
 
 

@@ -27,6 +27,10 @@ masked patch with that patch's true mean and spread, so brightness per patch is 
            fine-tuning on 1% of the labels. Not implemented: the fine-tuning recipe's layer-wise lr
            decay, RandAugment, mixup/cutmix, drop path (Table 9), and random resized crops in
            pre-training.
+
+Measured at mini scale (seeds 0 / 1): MAE-pretrained 66.7 / 65.3%, scratch 57.9 / 58.8%, a gain
+of +8.8 / +6.5 points; wall time 435 / 490 s on a machine shared by ~9 busy processes (load 8–9 on
+2 cores), so the 5-minute budget on 2 idle cores is not yet confirmed.
 """
 
 from __future__ import annotations

@@ -136,8 +136,24 @@ class VisionTransformer(nn.Module):
         """Eq. 1-3: the encoder's final token states (B, prefix + N, D), before the last
         LayerNorm."""
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D): x_p E
-        x = torch.cat([*self.prefix(x.shape[0]), x], dim=1) + self.pos_embed  # Eq. 1
+        x = torch.cat([*self.prefix(x.shape[0]), x], dim=1) + self.positions(x.shape[1])  # Eq. 1
         return self.blocks(self.dropout(x))
+
+    def positions(self, n_patches: int) -> torch.Tensor:
+        """E_pos for an input of `n_patches` patches: the learned table, interpolated in 2D
+        when the grid differs from the trained one (DINO's local crops are smaller images)."""
+        if n_patches == self.cfg.grid**2:
+            return self.pos_embed
+        return self._interpolated(math.isqrt(n_patches))
+
+    def _interpolated(self, new_grid: int) -> torch.Tensor:
+        pos = self.pos_embed
+        prefix, grid = pos[:, : self.prefix_tokens], pos[:, self.prefix_tokens :]
+        g = self.cfg.grid
+        grid = grid.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid**2, -1)
+        return torch.cat([prefix, grid], dim=1)
 
     @property
     def feature_info(self) -> list[dict[str, int]]:
@@ -157,14 +173,9 @@ class VisionTransformer(nn.Module):
     def resize_pos_embed(self, image_size: int) -> None:
         """Section 3.2: fine-tuning at a higher resolution keeps the patch size, so the sequence is
         longer; the learned position embeddings are interpolated in 2D to the new grid."""
-        new_grid = image_size // self.cfg.patch_size
-        old = self.pos_embed.data
-        cls, grid = old[:, : self.prefix_tokens], old[:, self.prefix_tokens :]
-        g = self.cfg.grid
-        grid = grid.reshape(1, g, g, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-        grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid**2, -1)
-        self.pos_embed = nn.Parameter(torch.cat([cls, grid], dim=1))
+        with torch.no_grad():
+            table = self._interpolated(image_size // self.cfg.patch_size)
+        self.pos_embed = nn.Parameter(table)
         self.cfg = replace(self.cfg, image_size=image_size)
 
 

@@ -196,7 +196,8 @@ def test_a_few_real_training_steps(runner, tmp_path):
     assert "| 56² = 3136 |" in (out / "attention.md").read_text()
 
 
-# a real mini run's last evaluation (seed 0): the shift did not help at this scale
+# a real mini run's last evaluation (seed 0): the shift did not help at this scale (seed 1:
+# 0.8356 vs 0.8396)
 RECORDED = {"shifted_test_acc": 0.8334, "no_shift_test_acc": 0.8364}
 
 

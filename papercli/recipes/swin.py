@@ -32,6 +32,15 @@ Claims checked at mini scale:
 Metrics: shifted_test_acc, no_shift_test_acc, shifted_minus_no_shift_acc, and for the cost
 claim window_flops_slope, global_flops_slope, <window|global>_gflops_<side>, <…>_ms_<side>
 (and attention.md, the table of both).
+
+Measured at mini scale (seeds 0 / 1, on 2 cores shared with ~5 other jobs, load 8-12): shifted
+83.3 / 83.6 %, non-shifted 83.6 / 84.0 %: the shift is 0.3 / 0.4 points *behind* (its training
+loss is level or lower: 0.404 vs 0.407, 0.392 vs 0.409), so at this scale the mini does not show
+Table 4's gain and its verdict says so. A one-stage variant (4 blocks, no merging; its windows
+never grow, so without the shift a token sees only 8x8 px) was ahead by 2.9 points after 250 of
+its steps (50.7 vs 47.8 %, seed 0) but learns too slowly to pass the floor in the budget; it was
+not run to the end. FLOPs slopes 1.00 (windows) and 1.98 (global); CPU time slopes ~1.3 and
+1.9-2.8. Wall time 1224 / 1315 s under that load (not measured on idle cores).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ FAMILIES = (
     "papercli.models.vit",
     "papercli.models.deit",
     "papercli.models.mixer",
+    "papercli.models.swin",
     "papercli.models.unet",
     "papercli.models.transformer",
     "papercli.models.diffusion_unet",

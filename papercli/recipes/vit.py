@@ -96,6 +96,7 @@ class ViTRecipe(ClassificationRecipe):
     scales = {"mini": MINI, "paper": PAPER}
     cfg: ViTTrainConfig
     baseline_arm = "resnet"  # the CNN arm's name (DeiT's teacher)
+    no_decay = ("pos_embed", "cls_token", "dist_token")  # weight matrices kept out of the decay
 
     def model_overrides(self) -> dict[str, object]:
         """Size, channels and classes from the data; what every patch-based arm is built with."""
@@ -136,9 +137,7 @@ class ViTRecipe(ClassificationRecipe):
         # no decay on biases, LayerNorm and the position/class embeddings.
         optimizers = {
             name: torch.optim.AdamW(
-                weight_decay_groups(
-                    arm, self.cfg.weight_decay, skip=("pos_embed", "cls_token", "dist_token")
-                ),
+                weight_decay_groups(arm, self.cfg.weight_decay, skip=self.no_decay),
                 lr=self.cfg.lr,
                 betas=(0.9, self.cfg.beta2),
             )

@@ -21,7 +21,7 @@ import time
 
 # every recipe's paper, one line per family
 PAPERS = [
-    *("unet", "resnet", "vit", "deit", "mlp-mixer", "swin", "dino", "mae"),
+    *("unet", "resnet", "vit", "deit", "mlp-mixer", "swin", "dino", "mae", "clip"),
     *("transformer", "gpt", "gpt-2", "bert", "roberta", "t5", "elmo"),
     *("lm-compression", "chinchilla"),
     # efficient attention and modern LLM blocks (issue 15)

@@ -117,6 +117,18 @@ DATASETS: dict[str, DatasetSpec] = {
             how_to_get="--data PATH to an ImageNet-style folder (not downloadable)",
         ),
         DatasetSpec(
+            name="image-text",
+            description="image-caption pairs from a folder (CLIP's WIT: 400M pairs, unreleased)",
+            kind="image-text",
+            shape=(3, 224, 224),
+            loader="papercli.data.image_text:read_captions",
+            mean=(0.485, 0.456, 0.406),  # the normalisation ImageFolder applies
+            std=(0.229, 0.224, 0.225),
+            train_size=400_000_000,
+            how_to_get="--data PATH to a folder with captions.tsv (<image path>\\t<caption> per "
+            "line) and the images; val/<class>/ (and train/<class>/) for zero-shot and the probe",
+        ),
+        DatasetSpec(
             name="plays",
             description="Shakespeare's 38 plays (5.0M characters), 6 held out, one per genre",
             kind="text",

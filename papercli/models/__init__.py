@@ -29,6 +29,7 @@ FAMILIES = (
     "papercli.models.autoencoder_kl",
     "papercli.models.bilm",
     "papercli.models.ssm",
+    "papercli.models.clip",
 )
 
 

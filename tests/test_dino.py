@@ -148,6 +148,28 @@ def test_a_real_run_trains_the_student_and_averages_the_teacher(runner, tmp_path
     assert state["recipe_state"]["center"].abs().sum() > 0
 
 
+def test_a_resnet_backbone_trains_on_its_pooled_features(runner, tmp_path):
+    """Table 2's other backbone: a (CIFAR-family) ResNet's pooled last stage feeds the head."""
+    out = tmp_path / "dino-resnet"
+    args = ["reproduce", "dino", "--steps", "2", "--batch-size", "8", "--out", str(out)]
+    for setting in (
+        "dataset=digits", "model=resnet8-cifar", "width=4", "local_size=4", "local_crops=1",
+        "out_dim=16", "head_hidden=8", "bottleneck=4", "eval_train_samples=100",
+        "eval_test_samples=50", "warmup_steps=1",
+    ):  # fmt: skip
+        args += ["--set", setting]
+    result = runner.invoke(app, args)
+    assert result.exit_code in (0, 1), result.output
+    assert "knn_gain" in json.loads((out / "result.json").read_text())["metrics"]
+    state = load_checkpoint(out / CHECKPOINT)
+    student = state["model"]
+    assert student["head.mlp.0.weight"].shape == (8, 16)  # 4 × width channels after the stages
+    assert not any(name.startswith("backbone.fc.") for name in student)
+    teacher = state["recipe_state"]["teacher"]["model"]
+    name = "backbone.stem.0.weight"
+    assert name in student and not torch.equal(teacher[name], student[name])
+
+
 def test_the_teacher_gets_no_gradients_and_follows_the_student_by_its_momentum():
     torch.manual_seed(0)
     backbone = create_model("vit-mini/7", image_size=28, in_channels=1)

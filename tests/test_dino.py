@@ -120,17 +120,23 @@ def test_weighted_knn_votes_by_similarity():
     assert weighted_knn(memory, labels, queries, 2, k=3, temperature=100.0).tolist() == [0, 0]
 
 
-def test_a_real_run_trains_the_student_and_averages_the_teacher(runner, tmp_path):
-    out = tmp_path / "dino"
-    args = ["reproduce", "dino", "--steps", "4", "--batch-size", "16", "--out", str(out)]
-    for setting in (
-        "dataset=digits", "eval_every=2", "patch_size=4", "local_size=4", "local_crops=2",
-        "out_dim=32", "head_hidden=16", "bottleneck=8", "eval_train_samples=200",
-        "eval_test_samples=100", "freeze_last_layer_steps=1", "warmup_steps=1",
-    ):  # fmt: skip
+def run_tiny(runner, out, steps: int, batch: int, *settings: str) -> None:
+    """A real `papercli reproduce dino` run on the digits with tiny settings."""
+    args = ["reproduce", "dino", "--steps", str(steps), "--batch-size", str(batch)]
+    args += ["--out", str(out), "--set", "dataset=digits"]
+    for setting in settings:
         args += ["--set", setting]
     result = runner.invoke(app, args)
     assert result.exit_code in (0, 1), result.output
+
+
+def test_a_real_run_trains_the_student_and_averages_the_teacher(runner, tmp_path):
+    out = tmp_path / "dino"
+    run_tiny(
+        runner, out, 4, 16, "eval_every=2", "patch_size=4", "local_size=4", "local_crops=2",
+        "out_dim=32", "head_hidden=16", "bottleneck=8", "eval_train_samples=200",
+        "eval_test_samples=100", "freeze_last_layer_steps=1", "warmup_steps=1",
+    )  # fmt: skip
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     m = json.loads((out / "result.json").read_text())["metrics"]
@@ -146,6 +152,24 @@ def test_a_real_run_trains_the_student_and_averages_the_teacher(runner, tmp_path
     assert not torch.equal(teacher[name], student[name])
     assert state["recipe_state"]["teacher"]["updates"] == 4
     assert state["recipe_state"]["center"].abs().sum() > 0
+
+
+def test_a_resnet_backbone_trains_on_its_pooled_features(runner, tmp_path):
+    """Table 2's other backbone: a (CIFAR-family) ResNet's pooled last stage feeds the head."""
+    out = tmp_path / "dino-resnet"
+    run_tiny(
+        runner, out, 2, 8, "model=resnet8-cifar", "width=4", "local_size=4", "local_crops=1",
+        "out_dim=16", "head_hidden=8", "bottleneck=4", "eval_train_samples=100",
+        "eval_test_samples=50", "warmup_steps=1",
+    )  # fmt: skip
+    assert "knn_gain" in json.loads((out / "result.json").read_text())["metrics"]
+    state = load_checkpoint(out / CHECKPOINT)
+    student = state["model"]
+    assert student["head.mlp.0.weight"].shape == (8, 16)  # 4 × width channels after the stages
+    assert not any(name.startswith("backbone.fc.") for name in student)
+    teacher = state["recipe_state"]["teacher"]["model"]
+    name = "backbone.stem.0.weight"
+    assert name in student and not torch.equal(teacher[name], student[name])
 
 
 def test_the_teacher_gets_no_gradients_and_follows_the_student_by_its_momentum():

@@ -30,6 +30,7 @@ training plays for SFT, comparisons and PPO; of the six held-out plays for every
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass
 
@@ -184,23 +185,33 @@ class AlignmentRecipe(Recipe):
         train, held = plays.split()
         self.train_prompts = self._prompts(train)
         self.eval_prompts = self._prompts(held)[: self.cfg.eval_prompts]
-        eot = self.tokenizer.token_to_id("<|endoftext|>") or 0
-        self.train_windows = lm.Windows(
-            lm.token_stream(self.tokenizer, [p.text for p in train], eot), self.cfg.context
-        )
-        self.held_windows = lm.Windows(
-            lm.token_stream(self.tokenizer, [p.text for p in held], eot), self.cfg.context
-        )
         self.demos: torch.Tensor | None = None
         self.comparisons: dict[str, torch.Tensor] = {}
         self.curve: list[dict[str, float]] = []
         self.steps_done = 0
 
+    @functools.cached_property
+    def train_windows(self) -> lm.Windows:
+        """Windows of the training plays (PPO-ptx's LM term); tokenised only when asked for."""
+        return self._windows(0)
+
+    @functools.cached_property
+    def held_windows(self) -> lm.Windows:
+        return self._windows(1)
+
+    def _windows(self, part: int) -> lm.Windows:
+        from papercli.data import plays
+
+        eot = self.tokenizer.token_to_id("<|endoftext|>") or 0
+        texts = [p.text for p in plays.split()[part]]
+        return lm.Windows(lm.token_stream(self.tokenizer, texts, eot), self.cfg.context)
+
     def _prompts(self, plays_) -> torch.Tensor:
         from papercli.data import plays
 
         n = self.cfg.prompt_tokens
-        texts = [f"{who}:\n{speech}" for p in plays_ for who, speech in plays.speeches(p)]
+        # a prompt's tokens come from a speech's first characters (at least 1 per token)
+        texts = [f"{who}:\n{speech[: 8 * n]}" for p in plays_ for who, speech in plays.speeches(p)]
         rows = [e.ids[:n] for e in self.tokenizer.encode_batch(texts)]
         rows = [r for r in rows if len(r) == n]
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
@@ -341,7 +352,7 @@ class AlignmentRecipe(Recipe):
             rewards = model[name](tokens[idx].flatten(0, 1), c.response_tokens).view(len(idx), -1)
             loss = pairwise_loss(rewards, ranks)
             self._update(step, trainer, name, loss)
-            logged[f"{name}_loss"] = float(loss)
+            logged[f"{name}_loss"] = loss.item()
         logged["loss"] = sum(logged.values())
         return logged
 
@@ -392,7 +403,7 @@ class AlignmentRecipe(Recipe):
                         losses["ptx"] = self.plays_loss(policy, step, g)
                         loss = loss + c.ptx_coef * losses["ptx"]
                     self._update(step, trainer, name, loss)
-            logged |= {f"{name}_{k}": float(v) for k, v in losses.items()}
+            logged |= {f"{name}_{k}": v.item() for k, v in losses.items()}
             logged[f"{name}_rm_score"] = float(score.mean())
             logged[f"{name}_kl"] = float((old_logp - ref_logp).sum(1).mean())
         logged["loss"] = sum(v for k, v in logged.items() if k.endswith(("_policy", "_value")))

@@ -4,16 +4,16 @@ Claim checked at mini scale (Sec. 4.3, Fig. 5: "optimizing against our reward mo
 "causes the policy to overfit": as the KL from the supervised policy grows, the reward model's
 score keeps rising while the labelers' preference rises, then falls): a reward model trained on
 few comparisons, then RL against it with a weak KL penalty; the run's evaluations are checkpoints
-along one run at growing KL from the SFT policy (the paper sweeps β instead; one run is what fits
-in a mini). Checked: the TRUE score (the fixed rule of recipes/_alignment.py, never shown to the
-policy) peaks at an interior checkpoint — above the SFT policy's, then down by a stated margin at
-the last, largest-KL one — while the reward model's score keeps rising with KL (rank correlation,
+along one run, ordered by their KL from the SFT policy (the paper sweeps β instead; one run is
+what fits in a mini). Checked: the TRUE score (the fixed rule of recipes/_alignment.py, never
+shown to the policy) peaks at an interior checkpoint — above the SFT policy's, then down by a
+stated margin at the largest-KL one — while the reward model's score keeps rising with KL (rank correlation,
 stated tolerance). A small reward model that saw few comparisons of SFT samples, where repeats
 are rare, cannot know the rule's repeat cost, so the policy learns to repeat warm words: that is
 the point.
 
     mini   the pipeline of recipes/_alignment.py with 32 comparison prompts (8 samples each),
-           β = 0.01 and PPO lr 1e-4 (pushed hard on purpose), 150 steps (≤ 10 min on 2 CPU cores)
+           β = 0.002 and PPO lr 1.5e-4 (pushed hard on purpose), 150 steps (≤ 10 min on 2 CPU cores)
     paper  1.3B (--set base_arch=gpt3-6.7b for 6.7B) GPT-3-shaped policies on TL;DR (Reddit
            posts, 512-token context, 48-token summaries) — --dry-run counts; a run needs
            --set base=PATH; the paper's β = 0.05 (Sec. 3.4 / Appendix B) and PPO settings as we
@@ -37,7 +37,7 @@ class SummarizeConfig(AlignmentConfig):
     pass
 
 
-MINI = SummarizeConfig(**MINI_RUN, rm_prompts=32, beta=0.01, lr=1e-4)
+MINI = SummarizeConfig(**MINI_RUN, rm_prompts=32, beta=0.002, lr=1.5e-4)
 PAPER = SummarizeConfig(
     base_arch="gpt3-1.3b", vocab_size=50257, context=2048, prompt_tokens=512,
     response_tokens=48, beta=0.05, lr=1.5e-5, batch_size=512, ppo_epochs=1, ppo_minibatches=8,
@@ -62,7 +62,7 @@ class SummarizeRecipe(AlignmentRecipe):
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
         """The over-optimisation curve: checkpoints along PPO (KL, reward-model score, true)."""
         m = dict(last_eval)
-        points = self.curve
+        points = sorted(self.curve, key=lambda p: p["ppo_kl"])  # Fig. 5's x-axis: KL
         if len(points) < 2:  # a run too short to have a curve
             return m
         true = [p["ppo_true_score"] for p in points]
@@ -72,7 +72,7 @@ class SummarizeRecipe(AlignmentRecipe):
         m["true_peak"] = true[peak]
         m["true_peak_minus_sft"] = true[peak] - m["sft_true_score"]
         m["true_peak_minus_last"] = true[peak] - true[-1]
-        m["true_peak_position"] = peak / (len(true) - 1)  # 1: the last (largest-KL) checkpoint
+        m["true_peak_position"] = peak / (len(true) - 1)  # 1: the largest-KL checkpoint
         m["kl_at_true_peak"], m["kl_last"] = kl[peak], kl[-1]
         m["rm_kl_rank_correlation"] = rank_correlation(kl, rm)
         m["rm_last_minus_at_true_peak"] = rm[-1] - rm[peak]

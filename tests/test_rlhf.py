@@ -109,3 +109,21 @@ def test_two_steps_do_not_reproduce(tmp_path, tiny_base, runner):  # noqa: F811
 
     failed = two_step_control(runner, "instructgpt", tmp_path, f"base={tiny_base}", *TINY)
     assert {"ppo_minus_sft_true_score", "ppo_true_score"} <= failed
+
+
+def test_paper_scale_counts_gpt3_shapes_and_a_run_needs_a_base(tmp_path):
+    def dry(*sets: str) -> dict:
+        args = [a for s in sets for a in ("--set", s)]
+        proc = papercli(
+            "reproduce", "instructgpt", "--scale", "paper", "--dry-run", "--json", *args
+        )
+        return json.loads(proc.stdout)["arm_params"]
+
+    arms = dry()
+    assert arms["base"]["total"] == 1_315_723_264  # GPT-3 XL, "1.3B" (tied 50,257-token BPE)
+    assert arms["ppo_value"]["total"] == 2048 + 1  # a scalar head on the policy's trunk
+    big = dry("base_arch=gpt3-175b", "ptx_coef=27.8")["base"]["total"]
+    assert 174e9 < big < 176e9
+    proc = papercli("reproduce", "instructgpt", "--scale", "paper", "--out", str(tmp_path / "r"))
+    assert proc.returncode != 0 and "pass --set base=PATH" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -130,6 +130,13 @@ class AlignmentConfig(TrainConfig):
 # the mini's run shape, shared by the three recipes
 MINI_RUN = {"steps": 150, "batch_size": 32, "eval_every": 15, "log_every": 10, "grad_clip": 1.0}
 
+# what the paper scales share: a GPT-3-shaped policy (1.3B; --set base_arch= for the others), one
+# PPO epoch over each rollout batch (InstructGPT Appendix C.4 as we read it)
+PAPER_RUN = {
+    "base_arch": "gpt3-1.3b", "vocab_size": 50257, "context": 2048, "ppo_epochs": 1,
+    "log_every": 10, "grad_clip": 1.0,
+}  # fmt: skip
+
 # GPT-3's shapes (Brown et al. 2020, Table 2.1): 2,048-token context, GPT-2's 50,257-token BPE
 GPT3 = {
     "gpt3-1.3b": TransformerConfig(dim=2048, layers=24, heads=16, ff_dim=8192, max_len=2048),

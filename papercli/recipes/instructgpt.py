@@ -25,32 +25,31 @@ rollouts of 32 tokens per step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from papercli.reproduce.engine import run
 
-from ._alignment import MINI_RUN, AlignmentConfig, AlignmentRecipe
+from ._alignment import MINI_RUN, PAPER_RUN, AlignmentConfig, AlignmentRecipe
 
-
-@dataclass
-class InstructGPTConfig(AlignmentConfig):
-    pass
-
-
-MINI = InstructGPTConfig(**MINI_RUN)
-PAPER = InstructGPTConfig(
-    base_arch="gpt3-1.3b", vocab_size=50257, context=2048, prompt_tokens=256,
-    response_tokens=256, beta=0.02, ptx_coef=27.8, lr=9.65e-6, batch_size=512, ppo_epochs=1,
-    ppo_minibatches=8, steps=500, eval_every=50, log_every=10, grad_clip=1.0,
-)  # fmt: skip
+MINI = AlignmentConfig(**MINI_RUN)
+PAPER = AlignmentConfig(
+    **PAPER_RUN,
+    prompt_tokens=256,
+    response_tokens=256,
+    beta=0.02,
+    ptx_coef=27.8,
+    lr=9.65e-6,
+    batch_size=512,
+    ppo_minibatches=8,
+    steps=500,
+    eval_every=50,
+)
 
 
 class InstructGPTRecipe(AlignmentRecipe):
     paper = "instructgpt"
-    config_class = InstructGPTConfig
+    config_class = AlignmentConfig
     scales = {"mini": MINI, "paper": PAPER}
     policies = {"ppo": ("rm", False), "ppo_ptx": ("rm", True)}
 

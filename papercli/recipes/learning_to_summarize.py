@@ -22,27 +22,25 @@ the point.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from papercli.reproduce.engine import run
 
-from ._alignment import MINI_RUN, AlignmentConfig, AlignmentRecipe
+from ._alignment import MINI_RUN, PAPER_RUN, AlignmentConfig, AlignmentRecipe
 
-
-@dataclass
-class SummarizeConfig(AlignmentConfig):
-    pass
-
-
-MINI = SummarizeConfig(**MINI_RUN, rm_prompts=32, beta=0.002, lr=1.5e-4)
-PAPER = SummarizeConfig(
-    base_arch="gpt3-1.3b", vocab_size=50257, context=2048, prompt_tokens=512,
-    response_tokens=48, beta=0.05, lr=1.5e-5, batch_size=512, ppo_epochs=1, ppo_minibatches=8,
-    steps=2000, eval_every=100, log_every=10, grad_clip=1.0,
-)  # fmt: skip
+MINI = AlignmentConfig(**MINI_RUN, rm_prompts=32, beta=0.002, lr=1.5e-4)
+PAPER = AlignmentConfig(
+    **PAPER_RUN,
+    prompt_tokens=512,
+    response_tokens=48,
+    beta=0.05,
+    lr=1.5e-5,
+    batch_size=512,
+    ppo_minibatches=8,
+    steps=2000,
+    eval_every=100,
+)
 
 
 def rank_correlation(a: list[float], b: list[float]) -> float:
@@ -55,7 +53,7 @@ def rank_correlation(a: list[float], b: list[float]) -> float:
 
 class SummarizeRecipe(AlignmentRecipe):
     paper = "learning-to-summarize"
-    config_class = SummarizeConfig
+    config_class = AlignmentConfig
     scales = {"mini": MINI, "paper": PAPER}
     policies = {"ppo": ("rm", False)}
 

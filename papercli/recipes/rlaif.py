@@ -27,33 +27,31 @@ orders.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from papercli.reproduce.engine import run
 
-from ._alignment import MINI_RUN, AlignmentConfig, AlignmentRecipe, pair_agreement
+from ._alignment import MINI_RUN, PAPER_RUN, AlignmentConfig, AlignmentRecipe, pair_agreement
 
-
-@dataclass
-class RLAIFConfig(AlignmentConfig):
-    pass
-
-
-MINI = RLAIFConfig(**MINI_RUN)
-PAPER = RLAIFConfig(
-    base_arch="gpt3-1.3b", vocab_size=50257, context=2048, prompt_tokens=512,
-    response_tokens=128, beta=0.05, lr=1e-5, batch_size=128, ppo_epochs=1, ppo_minibatches=4,
-    steps=8000, eval_every=500, log_every=10, grad_clip=1.0,
-)  # fmt: skip
+MINI = AlignmentConfig(**MINI_RUN)
+PAPER = AlignmentConfig(
+    **PAPER_RUN,
+    prompt_tokens=512,
+    response_tokens=128,
+    beta=0.05,
+    lr=1e-5,
+    batch_size=128,
+    ppo_minibatches=4,
+    steps=8000,
+    eval_every=500,
+)
 
 
 class RLAIFRecipe(AlignmentRecipe):
     paper = "rlaif"
-    config_class = RLAIFConfig
+    config_class = AlignmentConfig
     scales = {"mini": MINI, "paper": PAPER}
     reward_models = {"rm": "rule", "rm_ai": "ai"}
     policies = {"rlhf": ("rm", False), "rlaif": ("rm_ai", False)}

@@ -1,0 +1,104 @@
+"""RLAIF: Scaling Reinforcement Learning from Human Feedback with AI Feedback (Lee et al. 2023,
+arXiv 2309.00267).
+
+Claim checked at mini scale (Sec. 4.1, Fig. 1: RLAIF and RLHF policies are preferred over SFT at
+similar rates; "RLAIF achieves comparable performance to RLHF"): preferences labelled by a model
+instead of the rule, then the same reward-model + PPO pipeline (recipes/_alignment.py). Two
+reward models are trained on the same SFT samples — `rm` on the rule's rankings (RLHF), `rm_ai` on
+the AI labeler's (RLAIF) — and a policy is trained against each. Checked: the labeler agrees with
+the rule on most comparison pairs (reported; the paper's AI labeler alignment, Sec. 3.2), both
+policies beat SFT on the TRUE score, and the RLAIF policy's true score is within a stated margin
+of the RLHF policy's.
+
+The AI labeler: the base LM read through a linear probe — logistic regression on the base's mean
+final hidden state over a response, fitted to `ai_labeler_examples` (64) SFT samples labelled by
+the rule (score > 0 or not), the only rule labels it ever sees (a few-shot labeler, as the paper's
+prompted PaLM 2 sees a preamble and exemplars). It then scores every sample of the comparisons; its
+pairwise preferences (all pairs, so also pairs the rule ties, as an AI labeler labels every pair)
+train `rm_ai`. Its agreement with the rule is measured on the training comparisons' pairs the rule
+orders.
+
+    mini   the pipeline of recipes/_alignment.py (β = 0.05), two policies, 150 steps (≤ 10 min on
+           2 CPU cores)
+    paper  PaLM 2 XS-shaped policies are not public: GPT-3 1.3B shapes for --dry-run counts; a run
+           needs --set base=PATH; the paper's RL settings as we read them (Appendix: β = 0.05,
+           batch 128, lr 1e-5 for the policy), the labeler is papercli's probe, not PaLM 2 L
+
+Measured (mini, seed 0, load ~10): the labeler agrees with the rule on 65.5% of pairs; its reward
+model orders 64% of held-out pairs (the rule-labelled one 70%); RLHF's policy reaches true 1.19
+(+0.64 over SFT's 0.55), RLAIF's 0.77 (+0.22): both beat SFT, but RLAIF trails RLHF by 0.42, so
+the "RLAIF ≈ RLHF" check (within 0.2) fails: NOT reproduced at this labeler quality. (A labeler on
+the mean token embedding as well agreed a little more, 67.5%, but its policy did not beat SFT.)
+Wall 1,296 s at that load.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from papercli.reproduce.engine import run
+
+from ._alignment import MINI_RUN, PAPER_RUN, AlignmentConfig, AlignmentRecipe, pair_agreement
+
+MINI = AlignmentConfig(**MINI_RUN)
+PAPER = AlignmentConfig(
+    **PAPER_RUN,
+    prompt_tokens=512,
+    response_tokens=128,
+    beta=0.05,
+    lr=1e-5,
+    batch_size=128,
+    ppo_minibatches=4,
+    steps=8000,
+    eval_every=500,
+)
+
+
+class RLAIFRecipe(AlignmentRecipe):
+    paper = "rlaif"
+    config_class = AlignmentConfig
+    scales = {"mini": MINI, "paper": PAPER}
+    reward_models = {"rm": "rule", "rm_ai": "ai"}
+    policies = {"rlhf": ("rm", False), "rlaif": ("rm_ai", False)}
+
+    def label(self, labeler: str, model: nn.Module, comparisons: dict) -> torch.Tensor:
+        """The AI labeler's scores of the training comparisons (prompts, K)."""
+        tokens = comparisons["train_tokens"]
+        with torch.no_grad():  # the base's mean final state over each response
+            states = model["base"].decode(tokens.flatten(0, 1))
+            x = states[:, -self.cfg.response_tokens :].float().mean(1)
+        n = self.cfg.ai_labeler_examples
+        y = (comparisons["train_rule"].flatten()[:n] > 0).float()
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        x = (x - mean) / std
+        w = torch.zeros(x.shape[1], requires_grad=True)
+        b = torch.zeros((), requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=100)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(x[:n] @ w + b, y) + 1e-2 * w.square().sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        return (x @ w + b).detach().view(tokens.shape[:2])
+
+    @torch.no_grad()
+    def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
+        m = dict(last_eval)
+        if "train_ai" in self.comparisons:
+            m["labeler_agreement"] = pair_agreement(
+                self.comparisons["train_ai"], self.comparisons["train_rule"]
+            )
+        for name in self.policies:
+            m[f"{name}_minus_sft_true_score"] = m[f"{name}_true_score"] - m["sft_true_score"]
+        m["rlaif_minus_rlhf_true_score"] = m["rlaif_true_score"] - m["rlhf_true_score"]
+        return m
+
+
+if __name__ == "__main__":
+    run(RLAIFRecipe)

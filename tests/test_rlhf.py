@@ -1,0 +1,129 @@
+"""The alignment layer (methods/rlhf.py, recipes/_alignment.py) against hand computations, and a
+fast CLI run of each alignment recipe on a tiny base; 2-step runs do not reproduce."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from test_lora import tiny_base  # noqa: F401  (the session's tiny base, a fixture)
+from test_reproduce_cli import papercli
+
+from papercli.methods import rlhf
+from papercli.models.transformer import Transformer, TransformerConfig
+from papercli.recipes._alignment import pair_agreement, pairwise_loss, true_score
+
+SMALL = TransformerConfig(vocab_size=50, dim=16, layers=1, heads=2, ff_dim=32, max_len=16)
+# tiny pipelines: prompts of 4 tokens, responses of 8, few samples everywhere
+TINY = (
+    "context=16", "prompt_tokens=4", "response_tokens=8", "sft_prompts=16", "sft_candidates=2",
+    "rm_prompts=8", "rm_heldout_prompts=8", "rank_k=4", "rm_batch_prompts=4", "eval_prompts=16",
+    "ai_labeler_examples=16", "eval_every=4",
+)  # fmt: skip
+
+
+def test_reward_model_loss_is_eq1_on_a_hand_case():
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])
+    # −mean(log σ(1), log σ(−1))
+    want = -(math.log(1 / (1 + math.exp(-1))) + math.log(1 / (1 + math.exp(1)))) / 2
+    assert rlhf.reward_model_loss(chosen, rejected).item() == pytest.approx(want)
+    # all pairs of a prompt's ranked samples: ranks (2, 1, 1) give pairs (0,1), (0,2) only
+    rewards, ranks = torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([[2.0, 1.0, 1.0]])
+    pair = -(math.log(1 / (1 + math.exp(-2))) + math.log(1 / (1 + math.exp(-1)))) / 2
+    assert pairwise_loss(rewards, ranks).item() == pytest.approx(pair)
+    assert pair_agreement(torch.tensor([[3.0, 1.0, 4.0]]), ranks) == 0.5
+
+
+def test_ppo_clips_the_ratio_and_the_value():
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, -1.0, 2.0]])
+    out = rlhf.ppo_losses(logp, old, adv, torch.full((1, 3), 2.0), old, torch.ones(1, 3))
+    # min(ρA, clip(ρ)A): 1.2 (clipped), −0.8 (clipped: −0.5 > −0.8), 2.2 (inside)
+    assert out["policy"].item() == pytest.approx(-(1.2 - 0.8 + 2.2) / 3)
+    # V = 2 from old 0 is clipped to 0.2; max((2 − 1)², (0.2 − 1)²) = 1
+    assert out["value"].item() == pytest.approx(0.5)
+
+
+def test_gae_matches_a_hand_computation():
+    rewards = torch.tensor([[0.0, 1.0, 2.0]])
+    values = torch.tensor([[0.5, 1.0, 1.5]])
+    gamma, lam = 0.9, 0.8
+    d2 = 2.0 - 1.5
+    d1 = 1.0 + gamma * 1.5 - 1.0
+    d0 = 0.0 + gamma * 1.0 - 0.5
+    a2, a1 = d2, d1 + gamma * lam * d2
+    a0 = d0 + gamma * lam * a1
+    adv, ret = rlhf.gae(rewards, values, gamma, lam)
+    assert torch.allclose(adv, torch.tensor([[a0, a1, a2]]))
+    assert torch.allclose(ret, adv + values)
+
+
+def test_kl_penalty_is_zero_when_the_policy_is_the_reference():
+    torch.manual_seed(0)
+    policy = Transformer(SMALL).eval()
+    prompts = torch.randint(0, 50, (4, 3))
+    tokens, logp = rlhf.sample(policy, prompts, 5, torch.Generator().manual_seed(0))
+    assert tokens.shape == (4, 8) and torch.equal(tokens[:, :3], prompts)
+    ref = rlhf.response_logprobs(policy, tokens, 5)
+    assert torch.allclose(logp, ref)
+    score = torch.tensor([1.0, -1.0, 0.5, 0.0])
+    rewards = rlhf.kl_rewards(score, logp, ref, beta=0.1)
+    assert torch.equal(rewards[:, :-1], torch.zeros(4, 4)) and torch.equal(rewards[:, -1], score)
+    other = Transformer(SMALL).eval()  # another policy: a positive KL estimate on its samples
+    _, own = rlhf.sample(other, prompts, 5, torch.Generator().manual_seed(0))
+    assert rlhf.kl_rewards(torch.zeros(4), own, own - 0.3, beta=0.1)[:, 0].allclose(
+        torch.full((4,), -0.03)
+    )
+
+
+def test_the_rule_counts_distinct_warm_words_and_charges_repeats():
+    assert true_score("My sweet love, my dear") == 3
+    assert true_score("love love love") == 1 - 0.5 * 2
+    assert true_score("Lovely? no: gloves.") == 0  # whole words only
+
+
+@pytest.mark.parametrize("paper", ["instructgpt", "learning-to-summarize", "rlaif"])
+def test_tiny_pipeline_through_the_cli(paper, tmp_path, tiny_base):  # noqa: F811
+    sets = [a for s in (f"base={tiny_base}", *TINY) for a in ("--set", s)]
+    proc = papercli(
+        "reproduce", paper, "--steps", "12", "--batch-size", "8", "--out", str(tmp_path), "--json",
+        *sets,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr
+    m = json.loads(proc.stdout)["metrics"]
+    assert 0.0 <= m["rm_heldout_accuracy"] <= 1.0 and m["sft_kl"] == pytest.approx(0.0, abs=1e-4)
+    policies = {"instructgpt": ("ppo", "ppo_ptx"), "rlaif": ("rlhf", "rlaif")}.get(paper, ("ppo",))
+    for name in policies:
+        assert math.isfinite(m[f"{name}_true_score"]) and m[f"{name}_kl"] > -1.0
+    if paper == "rlaif":
+        assert 0.0 <= m["labeler_agreement"] <= 1.0
+    if paper == "learning-to-summarize":
+        assert 0.0 <= m["true_peak_position"] <= 1.0
+
+
+def test_two_steps_do_not_reproduce(tmp_path, tiny_base, runner):  # noqa: F811
+    from conftest import two_step_control
+
+    failed = two_step_control(runner, "instructgpt", tmp_path, f"base={tiny_base}", *TINY)
+    assert {"ppo_minus_sft_true_score", "ppo_true_score"} <= failed
+
+
+def test_paper_scale_counts_gpt3_shapes_and_a_run_needs_a_base(tmp_path):
+    def dry(*sets: str) -> dict:
+        args = [a for s in sets for a in ("--set", s)]
+        proc = papercli(
+            "reproduce", "instructgpt", "--scale", "paper", "--dry-run", "--json", *args
+        )
+        return json.loads(proc.stdout)["arm_params"]
+
+    arms = dry()
+    assert arms["base"]["total"] == 1_315_723_264  # GPT-3 XL, "1.3B" (tied 50,257-token BPE)
+    assert arms["ppo_value"]["total"] == 2048 + 1  # a scalar head on the policy's trunk
+    big = dry("base_arch=gpt3-175b", "ptx_coef=27.8")["base"]["total"]
+    assert 174e9 < big < 176e9
+    proc = papercli("reproduce", "instructgpt", "--scale", "paper", "--out", str(tmp_path / "r"))
+    assert proc.returncode != 0 and "pass --set base=PATH" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -138,6 +138,9 @@ class Index:
             found = None
         if found and found[0] == want:
             return conn
+        # 16 KiB pages (for a new file; before WAL, which fixes it): the listing snapshot and
+        # the documents span a quarter of the pages a read must visit at SQLite's default 4 KiB
+        conn.execute("PRAGMA page_size=16384")
         # WAL (a property of the file, so set once here): readers go on while one writes
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")

@@ -1129,7 +1129,7 @@ class _Snapshot:
         import marshal
 
         entries = [registry_entries(layer) for layer in layers]
-        snap = cls("light\0" + "\0".join(str(layer) for layer in layers), entries)
+        snap = cls("light:" + "\n".join(str(layer) for layer in layers), entries)
         # (name, mtime, size) of every file; DirEntry keeps its stat for the scan that may follow
         stats = [
             [(e.name, st.st_mtime_ns, st.st_size) for e in found for st in (e.stat(),)]

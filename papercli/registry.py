@@ -871,7 +871,14 @@ def open_index():
 
     where = index.index_path()
     if where not in _INDEXES:
-        _INDEXES[where] = index.Index.open(_CACHE_FORMAT, where)
+        idx = _INDEXES[where] = index.Index.open(_CACHE_FORMAT, where)
+        if idx is not None:
+            import atexit
+
+            # closed, the last connection checkpoints and deletes the write-ahead log; left
+            # open at exit, the log stays and every later process re-reads all of it on
+            # opening the index (~30 ms after a first run over 10,000 papers)
+            atexit.register(idx.close)
     return _INDEXES[where]
 
 

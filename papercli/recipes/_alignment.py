@@ -42,6 +42,7 @@ from papercli.data import lm
 from papercli.errors import PapercliError, UsageError
 from papercli.methods import rlhf
 from papercli.models.transformer import Transformer, TransformerConfig
+from papercli.recipes.gpt2 import MINI_ARMS, arm_config
 from papercli.reproduce.arms import Arms
 from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.loop import NonFinite
@@ -169,7 +170,7 @@ class AlignmentRecipe(Recipe):
             from papercli.reproduce.base_model import MiniBase, resolve_base
 
             c = self.cfg
-            if not c.base and c.base_arch not in ("d32", "d64", "d128", "d256"):
+            if not c.base and c.base_arch not in MINI_ARMS:
                 raise PapercliError(f"no {c.base_arch} weights: pass --set base=PATH")
             spec = MiniBase(c.base_arch, c.base_steps, c.base_batch_size, c.vocab_size, c.context)
             self._base = resolve_base(c.base or None, spec)
@@ -231,8 +232,14 @@ class AlignmentRecipe(Recipe):
 
     # --- the models ---------------------------------------------------------------------------
     def base_network(self) -> Transformer:
-        if torch.empty(0).is_meta and not self.cfg.base and self.cfg.base_arch in GPT3:
-            return Transformer(GPT3[self.cfg.base_arch])
+        """The base's network; on the meta device (--dry-run, `papercli recipes`) its shape only,
+        never training or reading a base where the shape is known without it."""
+        c = self.cfg
+        if torch.empty(0).is_meta and not c.base:
+            if c.base_arch in GPT3:
+                return Transformer(GPT3[c.base_arch])
+            if c.base_arch in MINI_ARMS:
+                return Transformer(arm_config(c.base_arch, c.vocab_size, c.context))
         if torch.empty(0).is_meta:
             with torch.device("cpu"):
                 shape = self.load_base().model.cfg

@@ -283,24 +283,31 @@ class Index:
         row = self.conn.execute("SELECT data FROM files WHERE path=?", (path,)).fetchone()
         return row[0] if row else None
 
+    def _all_rows(self) -> dict[str, tuple[int, str | None]]:
+        """path -> (rowid, doc_sig) of every stored file."""
+        return {
+            path: (rowid, sig)
+            for path, rowid, sig in self.conn.execute("SELECT path, rowid, doc_sig FROM files")
+        }
+
     def rowids(self, paths: list[str]) -> list[int] | None:
         """The rows of these files, in order; None if one has none."""
-        found = dict(self.conn.execute("SELECT path, rowid FROM files"))
-        rows = [found.get(path) for path in paths]
+        found = self._all_rows()
+        rows = [found[path][0] if path in found else None for path in paths]
         return None if None in rows else rows  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------- snapshots
-    def snapshot(self, name: str, signature: bytes, newest_ns: int) -> bytes | None:
-        """A stored snapshot, if made from files of this `signature`, all of them (the newest
-        changed at `newest_ns`) older than RACY_NS when it was made."""
+    def snapshot(self, name: str, signature: bytes) -> bytes | None:
+        """A stored snapshot, if made from files of this `signature` (store_snapshot keeps only
+        those whose files were all older than RACY_NS, so an equal signature is trusted)."""
         row = self.conn.execute(
-            "SELECT signature, made_ns, data FROM snapshots WHERE name=?", (name,)
+            "SELECT signature, data FROM snapshots WHERE name=?", (name,)
         ).fetchone()
-        if row is None or row[0] != signature or newest_ns + RACY_NS >= row[1]:
-            return None
-        return row[2]
+        return row[1] if row is not None and row[0] == signature else None
 
     def store_snapshot(self, name: str, signature: bytes, newest_ns: int, data: bytes) -> None:
+        """Store a snapshot unless its newest file (changed at `newest_ns`) is within RACY_NS
+        of now: a same-size edit in the same clock tick could then hide behind its signature."""
         now = time.time_ns()
         if newest_ns + RACY_NS >= now:
             return  # a file this recent could change unseen within a clock tick: next run
@@ -328,20 +335,17 @@ class Index:
         of what its document holds; where that changed, `build(stored paper or None, path)`
         makes the document's columns again. Returns path -> rowid. `signature`, of everything
         `docs` was made from, is recorded once all are current (see docs_current)."""
-        mark = [("docs", signature.hex() if signature else "")]
+        mark = ("docs", signature.hex() if signature else "")
         have = self.current
         if any(path not in have for path in docs):  # rows this process did not read yet
-            have = {
-                path: (rowid, sig)
-                for path, rowid, sig in self.conn.execute("SELECT path, rowid, doc_sig FROM files")
-            }
+            have = self._all_rows()
         have = dict(have)
         changed = [
             (path, sig) for path, sig in docs.items() if path not in have or have[path][1] != sig
         ]
         if not changed and signature is not None and not self.docs_current(signature):
             try:
-                self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", mark[0])
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", mark)
             except sqlite3.OperationalError:
                 pass  # locked: the next search records it
         if changed:
@@ -367,7 +371,7 @@ class Index:
                         (rowid, *(cols.get(n, "") for n in names)),
                     )
                     self.conn.execute("UPDATE files SET doc_sig=? WHERE rowid=?", (sig, rowid))
-                self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", mark)
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", mark)
                 self.conn.execute("COMMIT")
                 self.current.update((path, (have[path][0], sig)) for path, sig in changed)
             except BaseException:

@@ -1152,7 +1152,7 @@ class _Snapshot:
         import marshal
 
         idx = open_index()
-        blob = idx.snapshot(self.name, self.signature, self.newest_ns) if idx else None
+        blob = idx.snapshot(self.name, self.signature) if idx else None
         if blob is None:
             return None
         make = tuple.__new__  # as scan_directory does

@@ -127,3 +127,27 @@ def test_paper_scale_counts_gpt3_shapes_and_a_run_needs_a_base(tmp_path):
     proc = papercli("reproduce", "instructgpt", "--scale", "paper", "--out", str(tmp_path / "r"))
     assert proc.returncode != 0 and "pass --set base=PATH" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_over_optimisation_curve_is_read_in_kl_order():
+    """learning_to_summarize's verdict metrics on a hand-made curve (Fig. 5): checkpoints sorted by
+    KL, the true score's peak interior and above SFT, the RM score rising; too few checkpoints
+    give no curve metrics, so a too-short run cannot reproduce."""
+    from papercli.recipes.learning_to_summarize import SummarizeRecipe
+
+    recipe = object.__new__(SummarizeRecipe)  # final_metrics reads only the recorded curve
+    recipe.curve = [  # recorded in step order; KL is not monotone in steps
+        {"ppo_kl": 30.0, "ppo_true_score": 1.5, "ppo_rm_score": 1.2},
+        {"ppo_kl": 10.0, "ppo_true_score": 0.8, "ppo_rm_score": 0.5},
+        {"ppo_kl": 60.0, "ppo_true_score": 0.2, "ppo_rm_score": 2.0},
+        {"ppo_kl": 45.0, "ppo_true_score": 1.0, "ppo_rm_score": 1.6},
+    ]
+    m = recipe.final_metrics(None, {"sft_true_score": 0.5})
+    assert m["true_peak"] == 1.5 and m["kl_at_true_peak"] == 30.0 and m["kl_last"] == 60.0
+    assert m["true_peak_minus_sft"] == pytest.approx(1.0)
+    assert m["true_peak_minus_last"] == pytest.approx(1.3)
+    assert m["true_peak_position"] == pytest.approx(1 / 3)
+    assert m["rm_kl_rank_correlation"] == pytest.approx(1.0)
+    assert m["rm_last_minus_at_true_peak"] == pytest.approx(0.8)
+    recipe.curve = recipe.curve[:1]
+    assert "true_peak_minus_sft" not in recipe.final_metrics(None, {"sft_true_score": 0.5})

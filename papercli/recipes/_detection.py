@@ -1,0 +1,223 @@
+"""What the detection and segmentation recipes (R-CNN family, YOLO, SSD, DETR, Mask R-CNN, SAM …)
+share: the instance data sets, batches with their targets, and a per-arm COCO evaluation that
+also times inference. Each recipe keeps what makes its paper: the model, the loss, and `detect`,
+which turns the model's outputs into scored boxes (and masks) the way its paper does.
+
+Data (`dataset`):
+- `scenes`: Fashion-MNIST photos on a `canvas`-pixel canvas (`papercli.data.scenes`), train
+  scenes from the training photos, test scenes from the test photos, generated from fixed seeds
+  so every run and every arm sees the same scenes;
+- `nuclei`: crops of the DSB 2018 nuclei image with its instance masks (U-Net's mini data),
+  trained on random crops of the left 75 %, scored on the held-out right 25 % tiled once.
+Batches are `(images (B, 1, H, W), targets)` with torchvision-style targets per image:
+{'boxes' (k, 4) x0 y0 x1 y1 pixel edges, 'labels' (k,) int64[, 'masks' (k, H, W) bool]}.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from papercli.data.instances import InstanceSet
+from papercli.reproduce.config import bounded, fraction
+from papercli.reproduce.recipe import Recipe, TrainConfig
+
+TRAIN_SEED, TEST_SEED = 2024, 7  # scene generation: the same scenes in every run
+
+
+@dataclass
+class DetectionConfig(TrainConfig):
+    dataset: Literal["scenes", "nuclei"] = "scenes"
+    items: Literal["fashion-mnist", "digits"] = "fashion-mnist"  # what scenes are made of
+    canvas: int = bounded(64, ge=16)  # scene side, or nuclei crop side
+    train_images: int = bounded(4000, ge=1)
+    test_images: int = bounded(500, ge=1)  # scenes only: nuclei tile their held-out part
+    min_objects: int = bounded(1, ge=1)
+    max_objects: int = bounded(4, ge=1)
+    min_size: int = bounded(12, ge=4)
+    max_size: int = bounded(32, ge=4)
+    holdout: float = bounded(0.25, gt=0.0, lt=1.0)  # nuclei: share of the image never trained on
+    flip: bool = True  # horizontal flips, as every detector here trains
+    score_threshold: float = fraction(0.05)  # detections below are dropped before AP (COCO)
+    max_detections: int = bounded(100, ge=1)
+    # COCO's small/medium/large split is at 32² and 96² pixels; on these small images the split
+    # sits at these sides instead (in pixels), so "small objects" keeps its meaning
+    small_side: int = bounded(16, ge=1)
+    medium_side: int = bounded(32, ge=1)
+
+
+class DetectionRecipe(Recipe):
+    cfg: DetectionConfig
+    unit = "images"
+    with_masks = False  # also score instance masks (mask AP), and batch the masks
+
+    # --- data -----------------------------------------------------------------------------------
+    def data_source(self) -> str:
+        c = self.cfg
+        if c.dataset == "nuclei":
+            return (
+                f"nuclei: DSB 2018 (BBBC038, CC0) {c.canvas}px crops; right {c.holdout:.0%} "
+                "held out"
+            )
+        return (
+            f"scenes: {c.train_images:,} train / {c.test_images:,} test {c.canvas}px canvases of "
+            f"{c.min_objects}-{c.max_objects} {c.items} items, {c.min_size}-{c.max_size}px"
+        )
+
+    def scene_classes(self, split: str) -> tuple[int, ...] | None:
+        """Item classes a split may show (all by default; SAM holds some out of training)."""
+        return None
+
+    def setup_data(self) -> None:
+        c = self.cfg
+        if c.dataset == "nuclei":
+            from papercli.data import nuclei
+
+            self.train_set = nuclei.instance_crops(
+                "train", c.canvas, c.train_images, c.holdout, seed=TRAIN_SEED
+            )
+            self.test_set = nuclei.instance_crops("test", c.canvas, holdout=c.holdout)
+            return
+        from papercli.data import scenes
+
+        def spec(split: str) -> scenes.SceneSpec:
+            return scenes.SceneSpec(
+                canvas=c.canvas,
+                min_objects=c.min_objects,
+                max_objects=c.max_objects,
+                min_size=c.min_size,
+                max_size=c.max_size,
+                classes=self.scene_classes(split),
+            )
+
+        load = scenes.load
+        self.train_set = load(
+            "train", c.train_images, spec("train"), c.items, TRAIN_SEED, self.ctx.data_path
+        )
+        self.test_set = load(
+            "test", c.test_images, spec("test"), c.items, TEST_SEED, self.ctx.data_path
+        )
+
+    @property
+    def num_classes(self) -> int:
+        self.ensure_data()
+        return self.train_set.num_classes
+
+    def steps_per_epoch(self) -> int:
+        return max(1, self.cfg.train_images // self.cfg.batch_size)
+
+    def images(self, data: InstanceSet, index) -> torch.Tensor:
+        return torch.from_numpy(data.images[np.asarray(index)])[:, None].to(self.ctx.device)
+
+    def train_batch(self, step: int, micro: int = 0):
+        """Images and targets of this micro-batch, each image flipped left-right with p = 1/2."""
+        idx = self.ctx.batch_indices(len(self.train_set), step, micro)
+        x = self.images(self.train_set, idx)
+        targets = self.train_set.targets(idx, self.ctx.device, with_masks=self.with_masks)
+        if self.cfg.flip:
+            g = self.ctx.generator(step, stream=self.ctx.shard(micro))
+            flips = torch.rand(len(idx), generator=g) < 0.5
+            width = x.shape[-1]
+            for i in torch.flatnonzero(flips).tolist():
+                x[i] = x[i].flip(-1)
+                t = targets[i]
+                t["boxes"] = torch.stack(
+                    [
+                        width - t["boxes"][:, 2],
+                        t["boxes"][:, 1],
+                        width - t["boxes"][:, 0],
+                        t["boxes"][:, 3],
+                    ],
+                    dim=1,
+                )
+                if "masks" in t:
+                    t["masks"] = t["masks"].flip(-1)
+        return x, targets
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def arms(self, model: nn.Module) -> dict[str, nn.Module]:
+        """The detectors to score: every arm of an `Arms` dict, or the one model as 'model'."""
+        return dict(model.items()) if isinstance(model, nn.ModuleDict) else {"model": model}
+
+    def detect(self, name: str, model: nn.Module, images: torch.Tensor) -> list[dict]:
+        """Scored detections per image: {'boxes', 'scores', 'labels'[, 'masks' (k, H, W) in
+        [0, 1]]}, after the paper's own post-processing (NMS or none)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """COCO AP (box, and mask when `with_masks`) and inference time per image of every arm on
+        the test images."""
+        from papercli.metrics.detection import coco_ap
+
+        data = self.test_set
+        targets = data.targets(range(len(data)), with_masks=self.with_masks)
+        metrics: dict[str, float] = {}
+        areas = (self.cfg.small_side**2, self.cfg.medium_side**2)
+        for name, arm in self.arms(model).items():
+            found: list[dict] = []
+            started = time.perf_counter()
+            for start in range(0, len(data), 100):
+                index = range(start, min(start + 100, len(data)))
+                found.extend(self.detect(name, arm, self.images(data, index)))
+            metrics[f"{name}_ms_per_image"] = 1000 * (time.perf_counter() - started) / len(data)
+            found = [self._kept(d) for d in found]
+            for iou_type, prefix in (("bbox", ""), ("segm", "mask_")):
+                if iou_type == "segm" and not self.with_masks:
+                    continue
+                scores = coco_ap(
+                    found,
+                    targets,
+                    data.num_classes,
+                    iou_type,
+                    areas,
+                    self.cfg.max_detections,
+                    image_size=data.images.shape[1:],
+                )
+                metrics.update({f"{name}_{prefix}{k}": v for k, v in scores.items()})
+        return metrics
+
+    def _kept(self, found: dict) -> dict:
+        """Detections above the score threshold, best first, at most `max_detections`, on CPU."""
+        keep = found["scores"] >= self.cfg.score_threshold
+        order = found["scores"][keep].argsort(descending=True)[: self.cfg.max_detections]
+        return {k: v[keep][order].detach().float().cpu() for k, v in found.items()}
+
+    def plots(self, model: nn.Module, run_dir: Path) -> None:
+        """detections.png: eight test images with every arm's boxes above score 0.5."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        arms = self.arms(model)
+        images = self.images(self.test_set, range(8))
+        names = self.test_set.class_names
+        fig, axes = plt.subplots(len(arms), 8, figsize=(16, 2.2 * len(arms)), squeeze=False)
+        with torch.no_grad():
+            for row, (name, arm) in enumerate(arms.items()):
+                for col, found in enumerate(self.detect(name, arm, images)):
+                    ax = axes[row][col]
+                    ax.imshow(images[col, 0].cpu(), cmap="gray")
+                    ax.set_axis_off()
+                    for box, label, score in zip(
+                        found["boxes"], found["labels"], found["scores"], strict=True
+                    ):
+                        if score < 0.5:
+                            continue
+                        x0, y0, x1, y1 = box.tolist()
+                        ax.add_patch(
+                            plt.Rectangle(
+                                (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="r"
+                            )
+                        )
+                        ax.text(x0, y0, names[int(label)], color="y", fontsize=6)
+                axes[row][0].set_title(name, fontsize=8, loc="left")
+        fig.tight_layout()
+        fig.savefig(run_dir / "detections.png", dpi=80)
+        plt.close(fig)

@@ -168,3 +168,25 @@ def test_panoptic_quality_by_hand():
     assert result["pq"] == pytest.approx((pq0 + pq1) / 2)
     assert result["rq"] == pytest.approx((1.0 + 0.5) / 2)
     assert result["sq"] == pytest.approx((bg_iou + obj_iou) / 2)
+
+
+def test_detection_batches_flip_images_boxes_and_masks_together():
+    from papercli.recipes._detection import DetectionConfig, DetectionRecipe
+    from papercli.reproduce.recipe import Context
+
+    ctx = Context(device=torch.device("cpu"), seed=0)
+    ctx.split_batch(16, 0)
+    recipe = DetectionRecipe(DetectionConfig(items="digits", train_images=32, test_images=4), ctx)
+    recipe.with_masks = True
+    recipe.ensure_data()
+    flipped = 0
+    for step in range(2):
+        x, targets = recipe.train_batch(step)
+        assert x.shape == (16, 1, 64, 64)
+        for image, t, i in zip(x, targets, recipe.ctx.batch_indices(32, step), strict=True):
+            flipped += not torch.equal(image[0], torch.from_numpy(recipe.train_set.images[i]))
+            for mask, box in zip(t["masks"], t["boxes"], strict=True):
+                ys, xs = torch.nonzero(mask, as_tuple=True)
+                assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+                assert (image[0][mask] > 0).all()
+    assert 0 < flipped < 32

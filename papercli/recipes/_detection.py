@@ -124,7 +124,7 @@ class DetectionRecipe(Recipe):
             g = self.ctx.generator(step, stream=self.ctx.shard(micro))
             flips = torch.rand(len(idx), generator=g) < 0.5
             width = x.shape[-1]
-            for i in torch.flatnonzero(flips).tolist():
+            for i in flips.nonzero().flatten().tolist():
                 x[i] = x[i].flip(-1)
                 t = targets[i]
                 t["boxes"] = torch.stack(

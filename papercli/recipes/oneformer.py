@@ -87,11 +87,11 @@ PAPER = OneFormerTrainConfig(
 )
 MINI = OneFormerTrainConfig(
     train_images=4000,
-    test_images=500,
-    steps=500,
+    test_images=300,
+    steps=250,
     batch_size=16,
     eval_every=250,
-    warmup_steps=25,
+    warmup_steps=15,
     power=0.9,
 )
 

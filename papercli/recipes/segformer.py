@@ -57,7 +57,7 @@ class SegFormerConfig(SegmentationConfig):
     arms: tuple[str, ...] = ("segformer", "setr")
     model: str = "segformer-mini"  # the SegFormer arm
     baseline: str = "setr-naive-mini"  # the plain-ViT arm (Table 5's SETR)
-    lr: float = bounded(1e-3, gt=0.0)
+    lr: float = bounded(2e-3, gt=0.0)
     weight_decay: float = bounded(0.01, ge=0.0)
     test_side: int = bounded(96, ge=0)  # also score at this resolution (0 = off)
 
@@ -80,10 +80,10 @@ MINI = SegFormerConfig(
     items="fashion-mnist",
     train_images=4000,
     test_images=500,
-    steps=600,
+    steps=200,
     batch_size=32,
-    eval_every=200,
-    warmup_steps=30,
+    eval_every=100,
+    warmup_steps=20,
 )
 
 

@@ -8,8 +8,9 @@ Paper-scale data (ADE20K, Cityscapes, COCO panoptic) is not loaded yet: `--scale
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -86,3 +87,25 @@ class SegmentationRecipe(DetectionRecipe):
             return float(np.clip(1 - step / total, 0.0, 1.0)) ** power
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def save_maps(rows: dict[str, Sequence], path: Path) -> None:
+    """A grid of label maps (one row per title, one column per image; the row 'image' in gray)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = len(next(iter(rows.values())))
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(2 * columns, 2.1 * len(rows)), squeeze=False
+    )
+    for r, (title, maps) in enumerate(rows.items()):
+        for c in range(columns):
+            cmap = "gray" if title == "image" else "tab20"
+            axes[r][c].imshow(np.asarray(maps[c]), cmap=cmap, interpolation="nearest")
+            axes[r][c].set_axis_off()
+        axes[r][0].set_title(title, fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -50,7 +50,7 @@ from torch import nn
 
 from papercli.models import create_model
 from papercli.models.oneformer import TASKS
-from papercli.recipes._segmentation import SegmentationConfig, SegmentationRecipe
+from papercli.recipes._segmentation import SegmentationConfig, SegmentationRecipe, save_maps
 from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import run
 from papercli.reproduce.optim import weight_decay_groups
@@ -309,11 +309,6 @@ class OneFormerRecipe(SegmentationRecipe):
     def plots(self, model: nn.Module, run_dir: Path) -> None:
         """segmentation.png: eight test scenes, their panoptic truth, and the one model's
         semantic, instance (masks above score 0.5) and panoptic outputs."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         x = self.images(self.test_set, range(8))
         model.eval()
         with torch.no_grad():
@@ -331,17 +326,7 @@ class OneFormerRecipe(SegmentationRecipe):
                 "panoptic": [ids for ids, _ in self.panoptic(model, x)],
             }
         model.train()
-        fig, axes = plt.subplots(len(rows), 8, figsize=(16, 2.1 * len(rows)), squeeze=False)
-        for r, (title, maps) in enumerate(rows.items()):
-            for col in range(8):
-                axes[r][col].imshow(
-                    maps[col], cmap="gray" if title == "image" else "tab20", interpolation="nearest"
-                )
-                axes[r][col].set_axis_off()
-            axes[r][0].set_title(title, fontsize=8, loc="left")
-        fig.tight_layout()
-        fig.savefig(run_dir / "segmentation.png", dpi=80)
-        plt.close(fig)
+        save_maps(rows, run_dir / "segmentation.png")
 
 
 def _resized(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -45,7 +45,7 @@ from torch import nn
 
 from papercli.errors import UsageError
 from papercli.models import create_model
-from papercli.recipes._segmentation import SegmentationConfig, SegmentationRecipe
+from papercli.recipes._segmentation import SegmentationConfig, SegmentationRecipe, save_maps
 from papercli.reproduce.arms import Arms
 from papercli.reproduce.config import bounded
 from papercli.reproduce.engine import run
@@ -165,29 +165,13 @@ class SegFormerRecipe(SegmentationRecipe):
 
     def plots(self, model: nn.Module, run_dir: Path) -> None:
         """segmentation.png: eight test scenes, their true semantic maps and every arm's."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         images = self.images(self.test_set, range(8))
-        rows = {"image": images[:, 0].cpu(), "truth": torch.as_tensor(self.test_truths[:8])}
+        rows = {"image": images[:, 0].cpu().numpy(), "truth": self.test_truths[:8]}
         model.eval()
         with torch.no_grad():
-            rows |= {name: self.segment(arm, images).cpu() for name, arm in model.items()}
-        fig, axes = plt.subplots(len(rows), 8, figsize=(16, 2.1 * len(rows)), squeeze=False)
-        for r, (title, maps) in enumerate(rows.items()):
-            for c in range(8):
-                ax = axes[r][c]
-                kw = {"cmap": "gray"} if title == "image" else {"cmap": "tab20", "vmin": 0}
-                if title != "image":
-                    kw["vmax"] = self.num_semantic
-                ax.imshow(maps[c], interpolation="nearest", **kw)
-                ax.set_axis_off()
-            axes[r][0].set_title(title, fontsize=8, loc="left")
-        fig.tight_layout()
-        fig.savefig(run_dir / "segmentation.png", dpi=80)
-        plt.close(fig)
+            rows |= {name: self.segment(arm, images).cpu().numpy() for name, arm in model.items()}
+        model.train()
+        save_maps(rows, run_dir / "segmentation.png")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ PAPERS = [
     *("flash-attention", "flash-attention-2", "streaming-llm", "attention-sinks-blog"),
     *("mistral-7b", "llama-2", "mixtral", "moe", "s4", "mamba"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
+    *("segformer", "oneformer"),  # segmentation on Fashion-MNIST scenes (issue 18)
     *("lora", "qlora"),  # fine-tuning a pre-trained base (trained once on first use, not timed)
     *("instructgpt", "learning-to-summarize", "rlaif"),  # alignment on that base (≤ 10 min each)
 ]

@@ -23,6 +23,8 @@ FAMILIES = (
     "papercli.models.deit",
     "papercli.models.mixer",
     "papercli.models.swin",
+    "papercli.models.segformer",
+    "papercli.models.oneformer",
     "papercli.models.unet",
     "papercli.models.transformer",
     "papercli.models.diffusion_unet",

@@ -32,6 +32,7 @@ FAMILIES = (
     "papercli.models.bilm",
     "papercli.models.ssm",
     "papercli.models.clip",
+    "papercli.models.detr",
 )
 
 

@@ -109,12 +109,16 @@ class KVCache:
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(…)  (Vaswani et al., Sec. 3.5)."""
-    pos = torch.arange(length, dtype=torch.float32)[:, None]
-    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(length, dim)
-    pe[:, 0::2] = torch.sin(pos * inv)
-    pe[:, 1::2] = torch.cos(pos * inv)
-    return pe
+    return sinusoidal_embedding(torch.arange(length, dtype=torch.float32), dim)
+
+
+def sinusoidal_embedding(pos: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """(…, dim) sin/cos features of real-valued positions `pos` (…): channel 2i is
+    sin(pos / base^(2i/dim)), channel 2i + 1 the cosine of the same angle. DETR's 2-D encoding
+    applies it to normalised row and column coordinates (Carion et al. 2020, Sec. 3.2)."""
+    inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(base) / dim))
+    angle = pos.float()[..., None] * inv.to(pos.device)
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)
 
 
 def make_norm(cfg: TransformerConfig) -> nn.Module:
@@ -195,7 +199,12 @@ class RelativePositionBias(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention (Sec. 3.2.2): self-attention, or cross-attention to `memory`. With
     `kv_heads` < `heads`, each key/value head serves a group of query heads (grouped-query
-    attention, Ainslie et al. 2023), which shrinks the KV cache by heads / kv_heads."""
+    attention, Ainslie et al. 2023), which shrinks the KV cache by heads / kv_heads.
+
+    `embed` / `memory_embed` are position embeddings added to the inputs of the queries and keys
+    only, never to the values, in every layer (DETR, Carion et al. 2020, Sec. 3.2 and Fig. 10:
+    spatial encodings on the encoder's and cross-attention's keys, object queries on the
+    decoder's queries)."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -221,10 +230,19 @@ class Attention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         offset: int = 0,
+        embed: torch.Tensor | None = None,
+        memory_embed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         cfg = self.cfg
-        q = self._split(self.q(x), self.heads)
-        kv = self.kv(x if memory is None else memory).chunk(2, dim=-1)
+        q = self._split(self.q(x if embed is None else x + embed), self.heads)
+        source = x if memory is None else memory
+        key_embed = embed if memory is None else memory_embed
+        if key_embed is None:
+            kv = self.kv(source).chunk(2, dim=-1)
+        else:  # the keys see the positions, the values do not
+            wk, wv = self.kv.weight.chunk(2)
+            bk, bv = (None, None) if self.kv.bias is None else self.kv.bias.chunk(2)
+            kv = F.linear(source + key_embed, wk, bk), F.linear(source, wv, bv)
         k, v = (self._split(t, self.kv_heads) for t in kv)
         t = q.shape[2]
         if cache is not None:
@@ -350,16 +368,26 @@ class Block(nn.Module):
         cache=None,
         layer=0,
         offset=0,
+        pos=None,
+        memory_pos=None,
     ):
+        """`pos` / `memory_pos`: position embeddings of x / memory for the queries and keys of
+        every attention (see `Attention`; DETR)."""
         x = self._residual(
             x,
             0,
             lambda h: self.attn(
-                h, causal=causal, mask=mask, cache=cache, layer=layer, offset=offset
+                h, causal=causal, mask=mask, cache=cache, layer=layer, offset=offset, embed=pos
             ),
         )
         if self.cross is not None:
-            x = self._residual(x, 1, lambda h: self.cross(h, memory=memory, mask=memory_mask))
+            x = self._residual(
+                x,
+                1,
+                lambda h: self.cross(
+                    h, memory=memory, mask=memory_mask, embed=pos, memory_embed=memory_pos
+                ),
+            )
         return self._residual(x, len(self.norms) - 1, self.ff)
 
 

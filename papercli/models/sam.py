@@ -21,8 +21,9 @@ promptable segmenter in three parts.
 Sizes (the encoders of Fig. 13: ViT-B 91M, ViT-L 308M, ViT-H 636M, counted here as the release
 builds them: 89,670,912 / 308,278,272 / 637,026,048; prompt encoder 6,220 and mask decoder
 4,058,340 parameters in every size — the "4M" of the paper's model card). `sam-mini` is not from
-the paper: the same architecture at C = 64 on 64-pixel images (patch 4, a 16x16 embedding whose 4x
-upsampling gives full-resolution masks).
+the paper: the same architecture at C = 64 on 64-pixel grayscale images (patch 8: an 8x8
+embedding, 4x4 windows, masks at 32x32 upsampled to the image, as the release upsamples its
+256x256 masks to 1024).
 """
 
 from __future__ import annotations

@@ -37,6 +37,12 @@ Metrics: heldout_miou, seen_miou (1 point, the top-ranked of 3 masks), heldout_m
 prompt, single-mask output), and <heldout|seen>_component_miou: a model-free reference — the
 connected component of the item pixels (> 10 % brightness) under the point, which is right
 whenever the object touches no other.
+
+Measured at mini scale (seed 0, 2 cores shared with ~5 other jobs, load 9-11): held-out mIoU 0.624
+vs seen 0.720 (gap −0.097; the component reference: 0.578 vs 0.663, itself −0.085), box prompts
+0.693 / 0.782, the model 0.046 above the reference on held-out classes; untrained 0.05, 0.37 after
+150 steps. 244 CPU-seconds (user + sys), 1,285 s wall under that load; idle-core wall time not
+measured. Seed 1 was cut off after 150 steps (0.327 / 0.356, as seed 0's 0.369 / 0.394).
 """
 
 from __future__ import annotations

@@ -28,10 +28,9 @@ PAPERS = [
     *("flash-attention", "flash-attention-2", "streaming-llm", "attention-sinks-blog"),
     *("mistral-7b", "llama-2", "mixtral", "moe", "s4", "mamba"),
     *("vae", "gan", "ddpm", "latent-diffusion"),
-    *("segformer", "oneformer"),  # segmentation on Fashion-MNIST scenes (issue 18)
     *("lora", "qlora"),  # fine-tuning a pre-trained base (trained once on first use, not timed)
     *("instructgpt", "learning-to-summarize", "rlaif"),  # alignment on that base (≤ 10 min each)
-    *("detr",),  # detection and segmentation (issue 18)
+    *("detr", "sam", "segformer", "oneformer"),  # detection and segmentation on scenes (issue 18)
 ]
 # recipes that measure rather than train: a 2-step run is no control (it measures 2 of the
 # sequence lengths); tests/test_flash_attention.py shows their checks fail on a broken algorithm

@@ -33,6 +33,7 @@ FAMILIES = (
     "papercli.models.ssm",
     "papercli.models.clip",
     "papercli.models.detr",
+    "papercli.models.sam",
 )
 
 

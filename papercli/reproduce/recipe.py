@@ -169,6 +169,11 @@ class Recipe:
         """Human-readable: where the data comes from at this scale."""
         raise NotImplementedError
 
+    def dataset_name(self) -> str | None:
+        """The data set (a name in papercli.data.registry) this config reads, for `papercli
+        recipes` and `doctor`; None when it has no entry there."""
+        return getattr(self.cfg, "dataset", None)
+
     def setup_data(self) -> None:
         """Load (or check) the data; raise PapercliError with an actionable message if missing."""
 

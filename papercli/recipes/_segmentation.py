@@ -26,6 +26,14 @@ PAPER_LAYOUTS = {
 }
 
 
+def load_paper_data(name: str, data_path: Path | None = None):
+    """The paper-scale segmentation data sets are not read yet: a one-line error that says so."""
+    raise PapercliError(
+        f"{name} is not supported yet (it would read {PAPER_LAYOUTS[name]} from --data); "
+        "run the mini scale"
+    )
+
+
 @dataclass
 class SegmentationConfig(DetectionConfig):
     dataset: Literal["scenes", "nuclei", "ade20k", "coco-panoptic"] = "scenes"
@@ -44,10 +52,7 @@ class SegmentationRecipe(DetectionRecipe):
 
     def setup_data(self) -> None:
         if self.cfg.dataset in PAPER_LAYOUTS:
-            raise PapercliError(
-                f"{self.cfg.dataset} is not supported yet (it would read "
-                f"{PAPER_LAYOUTS[self.cfg.dataset]} from --data); run the mini scale"
-            )
+            load_paper_data(self.cfg.dataset)
         super().setup_data()
         self.test_truths = [self.test_set.semantic(i) for i in range(len(self.test_set))]
 

@@ -224,6 +224,11 @@ class DetectionRecipe(Recipe):
         [0, 1]]}, after the paper's own post-processing (NMS or none)."""
         raise NotImplementedError
 
+    def scored_targets(self, name: str, targets: list[dict]) -> list[dict]:
+        """The ground truth arm `name` is scored against: all of it (a recipe may score a subset
+        of the classes, e.g. only those held out of training)."""
+        return targets
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """COCO AP (box, and mask when `with_masks`) and inference time per image of every arm on
         the test images."""
@@ -240,7 +245,7 @@ class DetectionRecipe(Recipe):
                 started = time.perf_counter()
                 found.extend(self.detect(name, arm, images))
                 seconds += time.perf_counter() - started
-                targets.extend(batch_targets)
+                targets.extend(self.scored_targets(name, batch_targets))
             metrics[f"{name}_ms_per_image"] = 1000 * seconds / max(len(targets), 1)
             found = [self._kept(d) for d in found]
             for iou_type, prefix in (("bbox", ""), ("segm", "mask_")):

@@ -262,7 +262,13 @@ class DETRRecipe(DetectionRecipe):
 
     def loss(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         images, targets = batch
-        out = model(images)
+        return self.hungarian_loss(model(images), targets, images)
+
+    def hungarian_loss(
+        self, out: dict[str, torch.Tensor], targets: list[dict], images: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Eq. 2 on every decoder layer's {'logits', 'boxes'} (the auxiliary losses), weighted
+        by λ; Grounding DINO reuses it with its phrase logits."""
         gts = self.normalised(targets, images)
         layers = range(len(out["logits"])) if self.cfg.aux_loss else [-1]
         total = {"ce": 0.0, "l1": 0.0, "giou": 0.0}

@@ -40,18 +40,15 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from papercli.models import transformer
 from papercli.models.detr import MLP, DETRConfig, sine_positions
 from papercli.models.detr import backbone as detr_backbone
-from papercli.models.transformer import (
-    SIZES as TEXT_SIZES,
-)
 from papercli.models.transformer import (
     Attention,
     Block,
     FeedForward,
     Transformer,
     TransformerConfig,
-    sinusoidal_embedding,
 )
 
 
@@ -82,7 +79,9 @@ def text_backbone(cfg: GroundingDINOConfig) -> Transformer:
     """BERT-base (as the release: no masked-LM head; its output layer is tied to the word
     embeddings, so it adds no parameters), or a small encoder of the same family."""
     if cfg.text == "bert-base":
-        text = replace(TEXT_SIZES["bert-base"], mlm_head=False, tie_embeddings=True, dropout=0.0)
+        text = replace(
+            transformer.SIZES["bert-base"], mlm_head=False, tie_embeddings=True, dropout=0.0
+        )
     elif cfg.text == "small":
         text = TransformerConfig(
             vocab_size=cfg.vocab_size,
@@ -200,7 +199,10 @@ class DecoderLayer(nn.Module):
 def box_positions(boxes: torch.Tensor, dim: int) -> torch.Tensor:
     """(…, 4) boxes -> (…, 2·dim): a dim/2-channel sine embedding of each of cx, cy, w, h
     (DINO's anchor-box queries), scaled to 2π as DETR's positions."""
-    parts = [sinusoidal_embedding(boxes[..., k].flatten() * 2 * math.pi, dim // 2) for k in range(4)]
+    parts = [
+        transformer.sinusoidal_embedding(boxes[..., k].flatten() * 2 * math.pi, dim // 2)
+        for k in range(4)
+    ]
     return torch.cat(parts, dim=-1).view(*boxes.shape[:-1], 2 * dim)
 
 

@@ -79,11 +79,11 @@ def test_query_selection_takes_the_tokens_most_similar_to_the_text():
     model = _tiny()
     image, text = torch.randn(2, 12, 16), torch.randn(2, 3, 16)
     with torch.no_grad():
-        boxes, similarity, index = model.select_queries(image, text, [(3, 4)])
+        index, chosen, boxes = model.select_queries(image, text, [(3, 4)])
         memory = model.enc_output(image)
     best = (memory @ text.transpose(1, 2)).max(-1).values
-    assert torch.allclose(similarity, memory @ text.transpose(1, 2))
     for b in range(2):
+        assert torch.equal(chosen[b], memory[b, index[b]])
         assert set(index[b].tolist()) == set(best[b].topk(5).indices.tolist())
     assert boxes.shape == (2, 5, 4) and bool(((boxes > 0) & (boxes < 1)).all())
 
@@ -98,8 +98,9 @@ def test_phrase_logits_follow_the_prompt_not_a_class_head():
         out = model(images, *recipe.prompt(order))
         swapped = model(images, *recipe.prompt(order[::-1]))
         four = model(images, *recipe.prompt([*order, PHRASES[0]]))
-    assert out["logits"].shape == (2, 2, 5, 4)
-    assert four["logits"].shape == (2, 2, 5, 5)
+    # the encoder's proposals and 2 decoder layers, 2 images, 5 queries, 3 phrases + no object
+    assert out["logits"].shape == (3, 2, 5, 4)
+    assert four["logits"].shape == (3, 2, 5, 5)
     assert torch.all(out["logits"][..., -1] == 0)
     # the query selection sees the same words, so the same queries: logits permute with phrases
     assert torch.allclose(out["logits"][..., :3], swapped["logits"][..., [2, 1, 0]], atol=1e-5)

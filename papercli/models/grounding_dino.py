@@ -67,6 +67,7 @@ class GroundingDINOConfig:
     fusion_dim: int = 1024  # width of the bi-directional cross-attention
     dropout: float = 0.0
     queries: int = 900
+    anchor_side: float = 0.05  # proposal anchors' side at the finest level, share of the image
     text: str = "bert-base"  # the text backbone: "bert-base" or "small" (the fields below)
     vocab_size: int = 30522
     text_dim: int = 64
@@ -263,16 +264,23 @@ class GroundingDINO(nn.Module):
 
     # --- language-guided query selection (Sec. 3.2) ------------------------------------------
     def select_queries(self, image: torch.Tensor, text: torch.Tensor, shapes: list):
-        """Eq. 1-2: the indices of the N_q image tokens with the largest max-over-text
-        similarity, and their anchor boxes (normalised cx, cy, w, h; detached, as in DINO)."""
+        """Eq. 1-2: the indices (B, N_q) of the image tokens with the largest max-over-text
+        similarity, their projected features and their proposal boxes (normalised cx, cy, w, h:
+        a box head on the token plus its anchor cell)."""
         memory = self.enc_output(image)
         similarity = memory @ text.transpose(-1, -2)  # (B, N_I, N_T)
         k = min(self.cfg.queries, memory.shape[1])
         index = similarity.max(-1).values.topk(k, dim=1).indices  # (B, N_q)
-        anchors = _anchors(shapes, image.device).to(image.dtype)  # (N_I, 4) in logit space
+        anchors = _anchors(shapes, self.cfg.anchor_side, image.device).to(image.dtype)
         chosen = memory.gather(1, index[..., None].expand(-1, -1, memory.shape[-1]))
         boxes = (self.enc_box(chosen) + anchors[index]).sigmoid()
-        return boxes.detach(), similarity, index
+        return index, chosen, boxes
+
+    def classify(self, h: torch.Tensor, text: torch.Tensor, members: torch.Tensor):
+        """Sec. 3.4: query · token / √d for every text token, averaged over each phrase's tokens
+        (`members`, the normalised positive map), then the constant "no object" logit 0."""
+        phrase_logits = h @ text.transpose(-1, -2) / math.sqrt(self.cfg.dim) @ members
+        return torch.cat([phrase_logits, torch.zeros_like(phrase_logits[..., :1])], -1)
 
     def forward(
         self,
@@ -282,30 +290,30 @@ class GroundingDINO(nn.Module):
         phrase: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """images (B, C, H, W); the prompt's phrases as (P, L) word ids + pad mask, `phrase`
-        (T,) the phrase of each real word. {'logits' (L, B, N_q, P + 1) — the last is "no object",
-        'boxes' (L, B, N_q, 4) cx, cy, w, h in [0, 1]} after each decoder layer."""
+        (T,) the phrase of each real word. {'logits' (1 + L, B, N_q, P + 1) — the last is "no
+        object", 'boxes' (1 + L, B, N_q, 4) cx, cy, w, h in [0, 1]}: first the selected encoder
+        proposals (DINO's two-stage outputs, trained by the same set loss, which is what teaches
+        the query selection), then each of the L decoder layers; the last is the prediction."""
         b = images.shape[0]
         text = self.encode_text(tokens, pad_mask)[None].expand(b, -1, -1)
         same_phrase = phrase[:, None] == phrase[None, :]  # sub-sentence attention
         image, image_pos, shapes = self.encode_image(images)
         for layer in self.enhancer:
             image, text = layer(image, image_pos, text, same_phrase)
-        boxes, _, _ = self.select_queries(image, text, shapes)
-        x = self.content.weight[None, : boxes.shape[1]].expand(b, -1, -1)
-        # the positive map: phrase logit = mean of its tokens' logits
         members = nn.functional.one_hot(phrase, int(phrase.max()) + 1).to(text.dtype)
         members = members / members.sum(0, keepdim=True)
-        logits, outputs = [], []
+        _, chosen, boxes = self.select_queries(image, text, shapes)
+        logits, outputs = [self.classify(chosen, text, members)], [boxes]
+        boxes = boxes.detach()  # the decoder starts from the proposals (DINO: no gradient back)
+        x = self.content.weight[None, : boxes.shape[1]].expand(b, -1, -1)
         for layer in self.decoder:
             pos = self.query_pos(box_positions(boxes, self.cfg.dim))
             x = layer(x, pos, text, image, image_pos)
             h = self.decoder_norm(x)
-            boxes_out = (self.box_head(h) + torch.logit(boxes, eps=1e-5)).sigmoid()
-            token_logits = h @ text.transpose(-1, -2) / math.sqrt(self.cfg.dim)  # Sec. 3.4
-            phrase_logits = token_logits @ members
-            logits.append(torch.cat([phrase_logits, torch.zeros_like(phrase_logits[..., :1])], -1))
-            outputs.append(boxes_out)
-            boxes = boxes_out.detach()
+            boxes = (self.box_head(h) + torch.logit(boxes, eps=1e-5)).sigmoid()
+            logits.append(self.classify(h, text, members))
+            outputs.append(boxes)
+            boxes = boxes.detach()  # each layer refines the last one's boxes
         return {"logits": torch.stack(logits), "boxes": torch.stack(outputs)}
 
 
@@ -313,8 +321,9 @@ def _group_norm(dim: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(32, dim // 4), dim)
 
 
-def _anchors(shapes: list, device) -> torch.Tensor:
-    """Every token's anchor box in logit space: its cell centre, side 0.05 · 2^level (DINO)."""
+def _anchors(shapes: list, side: float, device) -> torch.Tensor:
+    """Every token's anchor box in logit space: its cell centre, side `side` · 2^level (DINO:
+    0.05 of the image at the finest level)."""
     out = []
     for level, (h, w) in enumerate(shapes):
         ys, xs = torch.meshgrid(
@@ -322,8 +331,8 @@ def _anchors(shapes: list, device) -> torch.Tensor:
             (torch.arange(w, device=device) + 0.5) / w,
             indexing="ij",
         )
-        side = torch.full_like(xs, 0.05 * 2**level)
-        out.append(torch.stack([xs, ys, side, side], -1).view(-1, 4))
+        sides = torch.full_like(xs, side * 2**level)
+        out.append(torch.stack([xs, ys, sides, sides], -1).view(-1, 4))
     return torch.logit(torch.cat(out), eps=1e-5)
 
 

@@ -91,6 +91,7 @@ class GroundingDINOTrainConfig(DETRTrainConfig):
     text_layers: int = bounded(1, ge=1)
     text_ff_dim: int = bounded(128, ge=1)
     fusion_dim: int = bounded(64, ge=4)
+    anchor_side: float = bounded(0.25, gt=0.0, lt=1.0)  # proposal anchors (DINO: 0.05)
     held_out: tuple[int, ...] = (1, 2, 5)  # Trouser, Pullover, Sandal: only ever named in text
     # grounded-sam: SAM trained alongside on box prompts, its masks scored from the found boxes
     sam: bool = False
@@ -139,6 +140,7 @@ PAPER = GroundingDINOTrainConfig(
     eval_every=118_287 // 16,
     grad_clip=0.1,
     held_out=(),
+    anchor_side=0.05,
     sam_model="sam-vit-h",
 )
 
@@ -219,6 +221,7 @@ class GroundingDINORecipe(DETRRecipe):
                     fusion_dim=c.fusion_dim,
                     dropout=c.dropout,
                     queries=c.queries,
+                    anchor_side=c.anchor_side,
                     text=c.text,
                     vocab_size=len(VOCAB),
                     text_dim=c.text_dim,

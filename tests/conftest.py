@@ -113,6 +113,15 @@ def run_script(
     return proc
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m papercli ARGS` in a subprocess that imports this checkout's papercli."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "papercli", *args],
+        capture_output=True, text=True, env=env, cwd=REPO, check=False,
+    )  # fmt: skip
+
+
 @contextmanager
 def serve_folder(folder: Path) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving `folder`'s files; yields its base URL."""

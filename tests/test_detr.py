@@ -8,15 +8,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, two_step_control
+from conftest import run_cli, two_step_control
 
 from papercli.methods.boxes import cxcywh_to_xyxy
 from papercli.models import create_model
@@ -166,12 +163,7 @@ def test_detections_are_every_query_and_nms_only_removes_duplicates():
     assert not torch.equal(first[0]["scores"], plain[0]["scores"])  # the first decoder layer's
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "papercli", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, check=False,
-    )  # fmt: skip
+_cli = run_cli
 
 
 TINY = (

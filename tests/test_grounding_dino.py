@@ -7,15 +7,12 @@ reproduce."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, two_step_control
+from conftest import run_cli, two_step_control
 
 from papercli.models import create_model
 from papercli.models.grounding_dino import grounding_dino
@@ -115,14 +112,6 @@ def test_the_rotated_baseline_moves_only_the_held_out_phrases():
     assert all(rotated[c] == PHRASES[c] for c in range(10) if c not in held)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "papercli", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, check=False,
-    )  # fmt: skip
-
-
 TINY = (
     "items=digits", "canvas=32", "train_images=64", "test_images=16", "dim=16", "heads=2",
     "enc_layers=1", "dec_layers=2", "ff_dim=32", "queries=4", "eval_every=2", "text_dim=16",
@@ -135,7 +124,7 @@ def test_grounded_sam_trains_both_models_in_a_subprocess(tmp_path):
     args = ["reproduce", "grounded-sam", "--steps", "2", "--batch-size", "8", "--out", str(out)]
     for setting in TINY:
         args += ["--set", setting]
-    proc = _cli(*args)
+    proc = run_cli(*args)
     assert proc.returncode in (0, 1), proc.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"train_ce", "train_l1", "train_giou", "train_sam_mask", "train_sam_iou"} <= set(rows[0])
@@ -146,10 +135,10 @@ def test_grounded_sam_trains_both_models_in_a_subprocess(tmp_path):
 
 
 def test_paper_scale_dry_run_and_its_missing_data(tmp_path):
-    proc = _cli("reproduce", "grounded-sam", "--scale", "paper", "--dry-run", "--json")
+    proc = run_cli("reproduce", "grounded-sam", "--scale", "paper", "--dry-run", "--json")
     assert proc.returncode == 0, proc.stderr
     assert "233491840" in proc.stdout.replace(",", "").replace("_", "")  # Grounding-DINO-B
-    proc = _cli("reproduce", "grounding-dino", "--scale", "paper", "--out", str(tmp_path / "p"))
+    proc = run_cli("reproduce", "grounding-dino", "--scale", "paper", "--out", str(tmp_path / "p"))
     assert proc.returncode != 0
     assert "COCO 2017" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -163,10 +163,7 @@ class EnhancerLayer(nn.Module):
 
     def __init__(self, cfg: GroundingDINOConfig):
         super().__init__()
-        block = TransformerConfig(
-            dim=cfg.dim, heads=cfg.heads, ff_dim=cfg.ff_dim, dropout=cfg.dropout, norm="post",
-            activation="relu",
-        )  # fmt: skip
+        block = _block(cfg)
         self.fusion = BiAttention(cfg.dim, cfg.fusion_dim, cfg.heads)
         self.image = Block(block)
         self.text = Block(replace(block, ff_dim=cfg.text_ff_dim))
@@ -182,10 +179,7 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, cfg: GroundingDINOConfig):
         super().__init__()
-        block = TransformerConfig(
-            dim=cfg.dim, heads=cfg.heads, ff_dim=cfg.ff_dim, dropout=cfg.dropout, norm="post",
-            activation="relu",
-        )  # fmt: skip
+        block = _block(cfg)
         self.self_attn, self.text_attn, self.image_attn = (Attention(block) for _ in range(3))
         self.ff = FeedForward(block)
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.dim) for _ in range(4))
@@ -315,6 +309,14 @@ class GroundingDINO(nn.Module):
             outputs.append(boxes)
             boxes = boxes.detach()  # each layer refines the last one's boxes
         return {"logits": torch.stack(logits), "boxes": torch.stack(outputs)}
+
+
+def _block(cfg: GroundingDINOConfig) -> TransformerConfig:
+    """The attention/FFN sizes of the enhancer's and decoder's layers (post-norm, ReLU: DINO)."""
+    return TransformerConfig(
+        dim=cfg.dim, heads=cfg.heads, ff_dim=cfg.ff_dim, dropout=cfg.dropout, norm="post",
+        activation="relu",
+    )  # fmt: skip
 
 
 def _group_norm(dim: int) -> nn.GroupNorm:

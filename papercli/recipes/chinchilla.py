@@ -39,6 +39,7 @@ compare with Table A9.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -251,6 +252,13 @@ class ChinchillaRecipe(Recipe):
         # the loop ends when the longest run has spent its budget; --steps may stop it earlier,
         # which `budget_spent` reports
         self.cfg = replace(cfg, steps=min(cfg.steps, longest(self.runs)))
+        if cfg.steps < longest(self.runs) and ctx.is_main:
+            # the scale's step count is planned for its own budgets: other --set budgets (or a
+            # smaller --steps) cut the runs short, and budget_spent < 1 fails the verdict
+            sys.stderr.write(
+                f"papercli: note: these budgets need {longest(self.runs):,} steps; the run stops "
+                f"at {cfg.steps:,} (pass --steps {longest(self.runs)} to spend every budget)\n"
+            )
 
     @classmethod
     def config_for(cls, scale: str, paper: str) -> TrainConfig:

@@ -190,3 +190,74 @@ def test_detection_batches_flip_images_boxes_and_masks_together():
                 assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
                 assert image[0][mask].mean() > 0.1  # the item is under its mask
     assert 0 < flipped < 32
+
+
+def _tiny_coco(root):
+    """A real COCO-format folder: two PNG photos and their instances JSON (polygons)."""
+    import json
+
+    from PIL import Image
+
+    (root / "annotations").mkdir(parents=True)
+    images, anns = [], []
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir()
+        for i, (w, h) in enumerate([(80, 40), (30, 60)], start=1):
+            pixels = np.zeros((h, w, 3), np.uint8)
+            pixels[10:20, 5:25] = 255  # the object: x 5–25, y 10–20
+            Image.fromarray(pixels).save(root / split / f"{i:012d}.png")
+            images.append({"id": i, "file_name": f"{i:012d}.png", "width": w, "height": h})
+            anns.append(
+                {
+                    "id": i,
+                    "image_id": i,
+                    "category_id": 18 if i == 1 else 3,
+                    "bbox": [5, 10, 20, 10],
+                    "area": 200.0,
+                    "iscrowd": 0,
+                    "segmentation": [[5, 10, 25, 10, 25, 20, 5, 20]],
+                }
+            )
+        cats = [{"id": 3, "name": "car"}, {"id": 18, "name": "dog"}]
+        doc = {"images": images, "annotations": anns, "categories": cats}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+        images, anns = [], []
+
+
+def test_coco_folders_are_letterboxed_with_their_boxes_and_masks(tmp_path):
+    from papercli.data.coco import CocoDetection
+    from papercli.errors import PapercliError
+
+    _tiny_coco(tmp_path)
+    data = CocoDetection(tmp_path, "val2017", size=40, with_masks=True)
+    assert data.class_names == ("car", "dog") and len(data) == 2
+    image, target = data[0]  # 80x40 → scale 0.5 → 40x20, padded to 40x40
+    assert image.shape == (3, 40, 40)
+    assert target["labels"].tolist() == [1]  # category 18 is the second in id order
+    assert target["boxes"].tolist() == [[2.5, 5.0, 12.5, 10.0]]
+    assert target["masks"].shape == (1, 40, 40) and 40 <= int(target["masks"].sum()) <= 60
+    image, target = data[1]  # 30x60 → scale 2/3 → 20x40
+    assert target["boxes"][0].tolist() == pytest.approx(
+        [5 * 2 / 3, 10 * 2 / 3, 25 * 2 / 3, 20 * 2 / 3]
+    )
+    assert (image[:, :, 20:] == 0).all()  # the padding on the right
+    with pytest.raises(PapercliError, match="annotations/instances"):
+        CocoDetection(tmp_path / "annotations", "val2017", 40)
+
+
+def test_detection_base_reads_coco_at_paper_scale(tmp_path):
+    from papercli.recipes._detection import DetectionConfig, DetectionRecipe
+    from papercli.reproduce.recipe import Context
+
+    _tiny_coco(tmp_path)
+    ctx = Context(device=torch.device("cpu"), seed=0, data_path=tmp_path)
+    ctx.split_batch(2, 0)
+    cfg = DetectionConfig(dataset="coco", canvas=32, workers=0, steps=3, test_images=5)
+    recipe = DetectionRecipe(cfg, ctx)
+    recipe.ensure_data()
+    assert recipe.in_channels == 3 and recipe.num_classes == 2 and recipe.steps_per_epoch() == 1
+    for step in range(3):
+        x, targets = recipe.train_batch(step)
+        assert x.shape == (2, 3, 32, 32) and len(targets) == 2
+    batches = list(recipe._test_batches())
+    assert len(batches) == 1 and batches[0][0].shape == (2, 3, 32, 32)

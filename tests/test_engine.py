@@ -166,6 +166,8 @@ def test_gpu_refused_without_cuda(papercli_home):
 
 
 def test_ddp_two_processes_gloo_disjoint_shards_identical_weights(tmp_path):
+    # a top-1 mixture of 16 experts: most experts get no sample in a step on a rank, as in MoE
+    # layers, so this also checks that such a recipe trains under DDP (find_unused_parameters)
     out = tmp_path / "ddp"
     cmd = [
         sys.executable,
@@ -179,6 +181,8 @@ def test_ddp_two_processes_gloo_disjoint_shards_identical_weights(tmp_path):
         str(out),
         "--batch-size",
         "32",
+        "--set",
+        "experts=16",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     assert proc.returncode == 0, (

@@ -3,7 +3,9 @@
 Run as a script (`python tests/tiny_recipe.py --out DIR …`), as a module (`python -m
 tests.tiny_recipe`, how a registry entry with `recipe: tests.tiny_recipe` runs it), or under
 torchrun. Extra knobs via --set: nan_at (make the loss NaN at that step), sleep (seconds per step,
-for kill tests), ema_decay (keep an EMA of the weights as recipe state), hidden (layer width).
+for kill tests), ema_decay (keep an EMA of the weights as recipe state), hidden (layer width),
+experts (the hidden layer becomes a top-1 mixture of that many experts: most get no sample in a
+step, as MoE experts do, so DDP must look for unused parameters).
 Paper "tiny-wide" gets a wider default layer: one recipe, two papers."""
 
 from __future__ import annotations
@@ -32,7 +34,29 @@ class TinyConfig(TrainConfig):
     ema_decay: float = fraction(0.0)  # 0 = no EMA
     nan_at: int = -1
     sleep: float = 0.0
+    experts: int = bounded(0, ge=0)
     max_accuracy: float | None = None  # Optional field, for --set coercion tests
+
+
+class TopOneExperts(nn.Module):
+    """Each sample goes through the one expert its router scores highest, times score / score
+    detached: 1 in value, so small early scores do not shrink the output, while the router still
+    gets a gradient."""
+
+    def __init__(self, dim: int, hidden: int, experts: int):
+        super().__init__()
+        self.router = nn.Linear(dim, experts)
+        self.experts = nn.ModuleList(nn.Linear(dim, hidden) for _ in range(experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.router(x).softmax(-1)
+        weight, choice = gate.max(-1)
+        out = x.new_zeros(len(x), self.experts[0].out_features)
+        for e in choice.unique().tolist():
+            rows = choice == e
+            scale = weight[rows, None] / weight[rows, None].detach()
+            out[rows] = self.experts[e](x[rows]) * scale
+        return out
 
 
 class Tiny(Recipe):
@@ -69,10 +93,17 @@ class Tiny(Recipe):
     def steps_per_epoch(self) -> int:
         return max(1, round(1797 * (1 - self.cfg.holdout)) // self.cfg.batch_size)
 
+    @property
+    def ddp_find_unused(self) -> bool:
+        return self.cfg.experts > 0
+
     def build_model(self) -> nn.Module:
-        model = nn.Sequential(
-            nn.Linear(64, self.cfg.hidden), nn.ReLU(), nn.Linear(self.cfg.hidden, 10)
+        first = (
+            TopOneExperts(64, self.cfg.hidden, self.cfg.experts)
+            if self.cfg.experts
+            else nn.Linear(64, self.cfg.hidden)
         )
+        model = nn.Sequential(first, nn.ReLU(), nn.Linear(self.cfg.hidden, 10))
         self.ema = EMA(model, self.cfg.ema_decay) if self.cfg.ema_decay else None
         return model
 

@@ -8,8 +8,10 @@ Data (`dataset`):
   scenes from the training photos, test scenes from the test photos, generated from fixed seeds
   so every run and every arm sees the same scenes;
 - `nuclei`: crops of the DSB 2018 nuclei image with its instance masks (U-Net's mini data),
-  trained on random crops of the left 75 %, scored on the held-out right 25 % tiled once.
-Batches are `(images (B, 1, H, W), targets)` with torchvision-style targets per image:
+  trained on random crops of the left 75 %, scored on the held-out right 25 % tiled once;
+- `coco`: COCO 2017 from `--data DIR` at paper scale (`papercli.data.coco`: RGB, letterboxed to
+  `canvas` pixels, the first `test_images` of val2017 scored).
+Batches are `(images (B, C, H, W), targets)` with torchvision-style targets per image:
 {'boxes' (k, 4) x0 y0 x1 y1 pixel edges, 'labels' (k,) int64[, 'masks' (k, H, W) bool]}.
 """
 
@@ -33,9 +35,9 @@ TRAIN_SEED, TEST_SEED = 2024, 7  # scene generation: the same scenes in every ru
 
 @dataclass
 class DetectionConfig(TrainConfig):
-    dataset: Literal["scenes", "nuclei"] = "scenes"
+    dataset: Literal["scenes", "nuclei", "coco"] = "scenes"
     items: Literal["fashion-mnist", "digits"] = "fashion-mnist"  # what scenes are made of
-    canvas: int = bounded(64, ge=16)  # scene side, or nuclei crop side
+    canvas: int = bounded(64, ge=16)  # scene side, nuclei crop side, or COCO's letterbox side
     train_images: int = bounded(4000, ge=1)
     test_images: int = bounded(500, ge=1)  # scenes only: nuclei tile their held-out part
     min_objects: int = bounded(1, ge=1)
@@ -50,6 +52,7 @@ class DetectionConfig(TrainConfig):
     # sits at these sides instead (in pixels), so "small objects" keeps its meaning
     small_side: int = bounded(16, ge=1)
     medium_side: int = bounded(32, ge=1)
+    workers: int = bounded(8, ge=0)  # DataLoader processes reading COCO images
 
 
 class DetectionRecipe(Recipe):
@@ -60,6 +63,8 @@ class DetectionRecipe(Recipe):
     # --- data -----------------------------------------------------------------------------------
     def data_source(self) -> str:
         c = self.cfg
+        if c.dataset == "coco":
+            return f"coco: COCO 2017 from {self.ctx.data_path or '--data DIR (required)'}"
         if c.dataset == "nuclei":
             return (
                 f"nuclei: DSB 2018 (BBBC038, CC0) {c.canvas}px crops; right {c.holdout:.0%} "
@@ -74,8 +79,23 @@ class DetectionRecipe(Recipe):
         """Item classes a split may show (all by default; SAM holds some out of training)."""
         return None
 
+    @property
+    def in_channels(self) -> int:
+        return 3 if self.cfg.dataset == "coco" else 1
+
     def setup_data(self) -> None:
         c = self.cfg
+        if c.dataset == "coco":
+            from papercli.data import coco
+            from papercli.errors import PapercliError
+
+            if self.ctx.data_path is None:
+                raise PapercliError(f"COCO is not downloadable: pass --data DIR, {coco.LAYOUT}")
+            root = self.ctx.data_path
+            self.train_set = coco.CocoDetection(root, "train2017", c.canvas, self.with_masks, True)
+            self.test_set = coco.CocoDetection(root, "val2017", c.canvas, self.with_masks)
+            self._loader = None
+            return
         if c.dataset == "nuclei":
             from papercli.data import nuclei
 
@@ -107,9 +127,12 @@ class DetectionRecipe(Recipe):
     @property
     def num_classes(self) -> int:
         self.ensure_data()
-        return self.train_set.num_classes
+        return len(self.train_set.class_names)
 
     def steps_per_epoch(self) -> int:
+        if self.cfg.dataset == "coco":
+            self.ensure_data()
+            return max(1, len(self.train_set) // self.cfg.batch_size)
         return max(1, self.cfg.train_images // self.cfg.batch_size)
 
     def images(self, data: InstanceSet, index) -> torch.Tensor:
@@ -117,12 +140,15 @@ class DetectionRecipe(Recipe):
 
     def train_batch(self, step: int, micro: int = 0):
         """Images and targets of this micro-batch, each image flipped left-right with p = 1/2."""
-        idx = self.ctx.batch_indices(len(self.train_set), step, micro)
-        x = self.images(self.train_set, idx)
-        targets = self.train_set.targets(idx, self.ctx.device, with_masks=self.with_masks)
+        if self.cfg.dataset == "coco":
+            x, targets = self._coco_batch(step, micro)
+        else:
+            idx = self.ctx.batch_indices(len(self.train_set), step, micro)
+            x = self.images(self.train_set, idx)
+            targets = self.train_set.targets(idx, self.ctx.device, with_masks=self.with_masks)
         if self.cfg.flip:
             g = self.ctx.generator(step, stream=self.ctx.shard(micro))
-            flips = torch.rand(len(idx), generator=g) < 0.5
+            flips = torch.rand(len(x), generator=g) < 0.5
             width = x.shape[-1]
             for i in flips.nonzero().flatten().tolist():
                 x[i] = x[i].flip(-1)
@@ -140,6 +166,50 @@ class DetectionRecipe(Recipe):
                     t["masks"] = t["masks"].flip(-1)
         return x, targets
 
+    def _coco_batch(self, step: int, micro: int):
+        """The next micro-batch from a DataLoader that reads exactly the engine's batch indices
+        (so a resumed run sees the same images); restarted when a run jumps (resume)."""
+        from papercli.data.coco import collate
+
+        if self._loader is None or self._next != (step, micro):
+            from papercli.data.imagefolder import StepBatchSampler
+
+            sampler = StepBatchSampler(self.ctx, len(self.train_set), step, self.cfg.steps)
+            self._loader = iter(
+                torch.utils.data.DataLoader(
+                    self.train_set,
+                    batch_sampler=sampler,
+                    collate_fn=collate,
+                    num_workers=self.cfg.workers,
+                    pin_memory=self.ctx.device.type == "cuda",
+                    persistent_workers=self.cfg.workers > 0,
+                )
+            )
+        x, targets = next(self._loader)
+        self._next = (step, micro + 1) if micro + 1 < self.ctx.accum_steps else (step + 1, 0)
+        device = self.ctx.device
+        return x.to(device), [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+    def _test_batches(self):
+        """(images, targets on CPU) over the scored test images, 100 (COCO: 16) at a time."""
+        data = self.test_set
+        if self.cfg.dataset == "coco":
+            from papercli.data.coco import collate
+
+            count = min(self.cfg.test_images, len(data))
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(data, range(count)),
+                batch_size=16,
+                collate_fn=collate,
+                num_workers=self.cfg.workers,
+            )
+            for x, targets in loader:
+                yield x.to(self.ctx.device), targets
+            return
+        for start in range(0, len(data), 100):
+            index = range(start, min(start + 100, len(data)))
+            yield self.images(data, index), data.targets(index, with_masks=self.with_masks)
+
     # --- evaluation -----------------------------------------------------------------------------
     def arms(self, model: nn.Module) -> dict[str, nn.Module]:
         """The detectors to score: every arm of an `Arms` dict, or the one model as 'model'."""
@@ -155,17 +225,19 @@ class DetectionRecipe(Recipe):
         the test images."""
         from papercli.metrics.detection import coco_ap
 
-        data = self.test_set
-        targets = data.targets(range(len(data)), with_masks=self.with_masks)
         metrics: dict[str, float] = {}
         areas = (self.cfg.small_side**2, self.cfg.medium_side**2)
+        num_classes = len(self.test_set.class_names)
         for name, arm in self.arms(model).items():
             found: list[dict] = []
-            started = time.perf_counter()
-            for start in range(0, len(data), 100):
-                index = range(start, min(start + 100, len(data)))
-                found.extend(self.detect(name, arm, self.images(data, index)))
-            metrics[f"{name}_ms_per_image"] = 1000 * (time.perf_counter() - started) / len(data)
+            targets: list[dict] = []
+            seconds = 0.0  # model time only, not the data reading
+            for images, batch_targets in self._test_batches():
+                started = time.perf_counter()
+                found.extend(self.detect(name, arm, images))
+                seconds += time.perf_counter() - started
+                targets.extend(batch_targets)
+            metrics[f"{name}_ms_per_image"] = 1000 * seconds / max(len(targets), 1)
             found = [self._kept(d) for d in found]
             for iou_type, prefix in (("bbox", ""), ("segm", "mask_")):
                 if iou_type == "segm" and not self.with_masks:
@@ -173,11 +245,11 @@ class DetectionRecipe(Recipe):
                 scores = coco_ap(
                     found,
                     targets,
-                    data.num_classes,
+                    num_classes,
                     iou_type,
                     areas,
                     self.cfg.max_detections,
-                    image_size=data.images.shape[1:],
+                    image_size=(self.cfg.canvas, self.cfg.canvas),
                 )
                 metrics.update({f"{name}_{prefix}{k}": v for k, v in scores.items()})
         return metrics
@@ -196,14 +268,14 @@ class DetectionRecipe(Recipe):
         import matplotlib.pyplot as plt
 
         arms = self.arms(model)
-        images = self.images(self.test_set, range(8))
+        images = next(self._test_batches())[0][:8]
         names = self.test_set.class_names
         fig, axes = plt.subplots(len(arms), 8, figsize=(16, 2.2 * len(arms)), squeeze=False)
         with torch.no_grad():
             for row, (name, arm) in enumerate(arms.items()):
                 for col, found in enumerate(self.detect(name, arm, images)):
                     ax = axes[row][col]
-                    ax.imshow(images[col, 0].cpu(), cmap="gray")
+                    ax.imshow(images[col].float().mean(0).cpu(), cmap="gray")
                     ax.set_axis_off()
                     for box, label, score in zip(
                         found["boxes"], found["labels"], found["scores"], strict=True

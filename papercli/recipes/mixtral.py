@@ -106,6 +106,10 @@ def moe_tokens_per_s(
 
 
 class MixtralRecipe(Llama2Recipe):
+    # top-2 of 8 experts per token: an expert may get no token of a micro-batch, so under DDP
+    # its parameters have no gradient in that step
+    ddp_find_unused = True
+
     paper = "mixtral"
     config_class = MixtralConfig
     scales = {"mini": MINI, "paper": PAPER}

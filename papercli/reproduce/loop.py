@@ -60,16 +60,22 @@ def optimizer_slots(configured: Any, model: nn.Module) -> dict[str, OptimizerSlo
     return slots
 
 
-def wrap_for_training(model: nn.Module, ctx, compile_model: bool) -> nn.Module:
+def wrap_for_training(
+    model: nn.Module, ctx, compile_model: bool, find_unused: bool = False
+) -> nn.Module:
     """DDP (and torch.compile on GPU) around the model — around each part of a ModuleDict
-    separately, so that arms or a GAN's two networks sync and compile independently."""
+    separately, so that arms or a GAN's two networks sync and compile independently.
+    `find_unused`: some parameters may get no gradient in a step (an MoE expert no token was
+    routed to); DDP then looks for them after each backward pass, at some cost."""
 
     def wrap(module: nn.Module) -> nn.Module:
         if ctx.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            module = DistributedDataParallel(module, device_ids=ids)
+            module = DistributedDataParallel(
+                module, device_ids=ids, find_unused_parameters=find_unused
+            )
         if compile_model and ctx.device.type == "cuda":
             module = torch.compile(module)
         return module
@@ -255,7 +261,7 @@ def train(
         metrics_path.unlink()
     on_ready()
 
-    train_model = wrap_for_training(model, ctx, cfg.compile)
+    train_model = wrap_for_training(model, ctx, cfg.compile, recipe.ddp_find_unused)
     trainer = Trainer(recipe, model, train_model, slots)
 
     def save(step: int, elapsed: float, last_eval: dict[str, float]) -> None:

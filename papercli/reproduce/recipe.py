@@ -194,6 +194,12 @@ class Recipe:
         return None
 
     # --- model and optimisation -----------------------------------------------------------------
+    @property
+    def ddp_find_unused(self) -> bool:
+        """True when some parameters may get no gradient in a step (MoE experts that no token
+        was routed to): DDP must then look for them, or it stalls on the next step."""
+        return False
+
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 

@@ -90,3 +90,31 @@ def test_paste_masks_inverts_roi_align_on_the_box():
     assert torch.equal(pasted[0] >= 0.5, mask[0, 0] >= 0.5)
     assert pasted[0, :, :4].abs().max() == 0 and pasted[0, :8].abs().max() == 0  # outside the box
     assert paste_masks(crop[:0], box[:0], 32, 32).shape == (0, 32, 32)
+
+
+def test_roi_pool_matches_a_loop_over_every_bin():
+    """The range-max table gives each sub-window's plain max, for random boxes at a stride."""
+    import math
+
+    torch.manual_seed(0)
+    features = torch.randn(2, 3, 13, 11)
+    corner = torch.rand(60, 2) * 40
+    rois = torch.cat(
+        [torch.randint(0, 2, (60, 1)).float(), corner, corner + torch.rand(60, 2) * 40], 1
+    )
+    out = roi_pool(features, rois, (3, 4), 0.25)
+    for k in range(len(rois)):
+        i = int(rois[k, 0])
+        x0, y0, x1, y1 = (math.floor(v * 0.25 + 0.5) for v in rois[k, 1:].tolist())
+        rw, rh = max(x1 - x0, 1), max(y1 - y0, 1)
+        for p in range(3):
+            for q in range(4):
+                ya, yb = (
+                    min(y0 + f(e * rh / 3), 13) for f, e in ((math.floor, p), (math.ceil, p + 1))
+                )
+                xa, xb = (
+                    min(x0 + f(e * rw / 4), 11) for f, e in ((math.floor, q), (math.ceil, q + 1))
+                )
+                cell = features[i, :, ya:yb, xa:xb]
+                expected = cell.amax((1, 2)) if cell.numel() else torch.zeros(3)
+                assert torch.equal(out[k, :, p, q], expected)

@@ -16,9 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# one dense masked-max intermediate (rois x C x H x W x bins) stays under this many elements
-_POOL_CHUNK_ELEMENTS = 2**25
-
 
 def rois_from(boxes: list[torch.Tensor]) -> torch.Tensor:
     """(K, 5) rois from one (k_i, 4) box tensor per image."""
@@ -77,16 +74,34 @@ def roi_align(
     return out
 
 
-def _bin_masks(starts: torch.Tensor, sizes: torch.Tensor, bins: int, length: int) -> torch.Tensor:
-    """(K, bins, length) bool: which feature cells each of the `bins` sub-windows covers
-    (Caffe's RoIPool: bin j spans floor(j·size/bins) … ceil((j + 1)·size/bins), clipped)."""
+def _bin_edges(starts: torch.Tensor, sizes: torch.Tensor, bins: int, length: int):
+    """(K, bins) first and one-past-last feature cell of each sub-window (Caffe's RoIPool: bin j
+    spans floor(j·size/bins) … ceil((j + 1)·size/bins) from the box's first cell, clipped)."""
     j = torch.arange(bins, device=starts.device, dtype=torch.float32)
     lo = starts[:, None] + torch.floor(j[None] * sizes[:, None] / bins)
     hi = starts[:, None] + torch.ceil((j[None] + 1) * sizes[:, None] / bins)
-    cells = torch.arange(length, device=starts.device, dtype=torch.float32)
-    return (cells[None, None] >= lo.clamp(0, length)[..., None]) & (
-        cells[None, None] < hi.clamp(0, length)[..., None]
-    )
+    return lo.clamp(0, length).long(), hi.clamp(0, length).long()
+
+
+def _range_max_table(fmap: torch.Tensor) -> torch.Tensor:
+    """(LY, LX, C, H, W) 2-D sparse table: entry [a, b, :, y, x] is the max over the 2^a x 2^b
+    cells from (y, x) (cells past the map count as the lowest value). Any rectangle's max is then
+    the max of four overlapping table entries."""
+    low = torch.finfo(fmap.dtype).min
+    height, width = fmap.shape[-2:]
+    rows = [fmap]
+    for a in range(1, max(height, 1).bit_length()):
+        prev, half = rows[-1], 1 << (a - 1)
+        shifted = F.pad(prev[:, half:], (0, 0, 0, half), value=low)
+        rows.append(torch.maximum(prev, shifted))
+    table = []
+    for row in rows:
+        cols = [row]
+        for b in range(1, max(width, 1).bit_length()):
+            prev, half = cols[-1], 1 << (b - 1)
+            cols.append(torch.maximum(prev, F.pad(prev[:, :, half:], (0, half), value=low)))
+        table.append(torch.stack(cols))
+    return torch.stack(table)
 
 
 def roi_pool(
@@ -98,7 +113,7 @@ def roi_pool(
     """(K, C, h, w) RoI max pooling (Fast R-CNN Sec. 2.1): the box's edges are rounded to cells
     (x0·scale and x1·scale to the nearest integer, at least one cell wide), the cells are split
     into h x w sub-windows of about equal size, each max-pooled; an empty sub-window gives 0.
-    Max over a rectangle is a max over columns, then over rows, which keeps memory small."""
+    Sub-window maxima are read from a range-max table of the map (four lookups each)."""
     h, w = (output_size, output_size) if isinstance(output_size, int) else output_size
     k, c = len(rois), features.shape[1]
     height, width = features.shape[-2:]
@@ -107,23 +122,28 @@ def roi_pool(
         return out
     quantised = torch.floor(rois[:, 1:].float() * spatial_scale + 0.5)  # round half up
     x0, y0, x1, y1 = quantised.unbind(1)
-    cols = _bin_masks(x0, (x1 - x0).clamp(min=1), w, width)  # (K, w, W)
-    rows = _bin_masks(y0, (y1 - y0).clamp(min=1), h, height)  # (K, h, H)
-    low = torch.finfo(features.dtype).min
+    row_lo, row_hi = _bin_edges(y0, (y1 - y0).clamp(min=1), h, height)  # (K, h)
+    col_lo, col_hi = _bin_edges(x0, (x1 - x0).clamp(min=1), w, width)  # (K, w)
+    ry, rx = (row_hi - row_lo).clamp(min=1), (col_hi - col_lo).clamp(min=1)
+    a = torch.floor(torch.log2(ry.float())).long()  # the largest power of two inside the range
+    b = torch.floor(torch.log2(rx.float())).long()
+    ys = (row_lo, row_hi - (1 << a))  # two overlapping row blocks cover the range …
+    xs = (col_lo, col_hi - (1 << b))  # … and two column blocks
+    levels_x = max(width, 1).bit_length()
+    empty = (row_hi <= row_lo)[:, :, None] | (col_hi <= col_lo)[:, None, :]  # (K, h, w)
     image = rois[:, 0].long()
-    chunk = max(1, _POOL_CHUNK_ELEMENTS // max(1, c * height * width * max(h, w)))
     for i in image.unique().tolist():
-        picks = (image == i).nonzero().flatten()
-        fmap = features[i]  # (C, H, W)
-        for pick in picks.split(chunk):
-            by_col = torch.where(cols[pick][:, None, None], fmap[None, :, :, None, :], low).amax(
-                -1
-            )  # (n, C, H, w)
-            by_bin = torch.where(rows[pick][:, None, :, :, None], by_col[:, :, None], low).amax(
-                3
-            )  # (n, C, h, w)
-            empty = ~(rows[pick][:, :, None, :].any(-1) & cols[pick][:, None, :, :].any(-1))
-            out[pick] = by_bin.masked_fill(empty[:, None], 0.0)
+        pick = (image == i).nonzero().flatten()
+        table = _range_max_table(features[i]).transpose(1, 2).transpose(0, 1)  # (C, LY, LX, H, W)
+        flat = table.reshape(c, -1)
+        level = (a[pick][:, :, None] * levels_x + b[pick][:, None, :]) * (height * width)
+        best = None
+        for y in ys:
+            for x in xs:
+                index = level + y[pick][:, :, None] * width + x[pick][:, None, :]  # (n, h, w)
+                value = flat[:, index.flatten()].view(c, len(pick), h, w)
+                best = value if best is None else torch.maximum(best, value)
+        out[pick] = best.transpose(0, 1).masked_fill(empty[pick][:, None], 0.0)
     return out
 
 

@@ -30,6 +30,7 @@ FAMILIES = (
     "papercli.models.bilm",
     "papercli.models.ssm",
     "papercli.models.clip",
+    "papercli.models.rcnn",
 )
 
 

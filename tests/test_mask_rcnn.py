@@ -4,13 +4,11 @@ RoIPool arms on the nuclei crops through the CLI, and a 2-step control that must
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from conftest import two_step_control
+from test_rcnn import three_steps
 
-from papercli.cli import app
 from papercli.methods.region_training import RoIBatch, mask_loss
 from papercli.models import create_model
 
@@ -62,14 +60,7 @@ TINY = ("train_images=32", "eval_every=3", "log_every=1")
 
 
 def test_a_few_real_training_steps_of_both_roi_layers(runner, tmp_path):
-    out = tmp_path / "mask"
-    args = ["reproduce", "mask-rcnn", "--steps", "3", "--batch-size", "4", "--out", str(out)]
-    for setting in TINY:
-        args += ["--set", setting]
-    result = runner.invoke(app, args)
-    assert result.exit_code in (0, 1), result.output
-    record = json.loads((out / "result.json").read_text())
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    record, rows = three_steps(runner, "mask-rcnn", tmp_path / "mask", TINY)
     assert {"train_align_mask", "train_pool_mask", "train_align_rpn_cls"} <= set(rows[-1])
     m = record["metrics"]
     assert m["align_minus_pool_mask_map"] == pytest.approx(m["align_mask_map"] - m["pool_mask_map"])

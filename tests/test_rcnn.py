@@ -86,15 +86,20 @@ def test_fixed_proposals_cover_the_objects_of_real_scenes():
 TINY = ("items=digits", "train_images=48", "test_images=6", "eval_every=3", "log_every=1")
 
 
-def test_a_few_real_training_steps_of_the_three_arms(runner, tmp_path):
-    out = tmp_path / "rcnn"
-    args = ["reproduce", "faster-rcnn", "--steps", "3", "--batch-size", "4", "--out", str(out)]
-    for setting in TINY:
+def three_steps(runner, paper: str, out, settings) -> tuple[dict, list[dict]]:
+    """A real 3-step run of `paper` (batch 4) through the CLI: its result.json and metrics rows."""
+    args = ["reproduce", paper, "--steps", "3", "--batch-size", "4", "--out", str(out)]
+    for setting in settings:
         args += ["--set", setting]
     result = runner.invoke(app, args)
     assert result.exit_code in (0, 1), result.output
-    record = json.loads((out / "result.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return json.loads((out / "result.json").read_text()), rows
+
+
+def test_a_few_real_training_steps_of_the_three_arms(runner, tmp_path):
+    out = tmp_path / "rcnn"
+    record, rows = three_steps(runner, "faster-rcnn", out, TINY)
     losses = rows[-1]
     for name in ("rcnn_cls", "rcnn_loc", "fast_cls", "faster_rpn_cls", "faster_rpn_reg"):
         assert np.isfinite(losses[f"train_{name}"])

@@ -29,7 +29,7 @@ Claims checked at mini scale (registry: rcnn, fast-rcnn, faster-rcnn):
     mini   64 px Fashion-MNIST scenes (1-4 items of 12-32 px, 10 classes), a 4-conv stack
            (16-32-32-32 channels, stride 4) and a 2 x 256 fc head on a 7x7 grid (R-CNN warps to
            28 px, which gives the same 7x7 grid); RPN anchors 12, 20, 32 px x ratios 0.5, 1, 2;
-           AdamW from scratch (no ImageNet pre-training exists for these images), 400 steps of 8
+           AdamW from scratch (no ImageNet pre-training exists for these images), 300 steps of 8
     paper  VGG-16 (Table 1 column D; ImageNet-pretrained in the papers — load weights yourself)
            on COCO 2017 from --data (a COCO folder, see papercli/data/coco.py; letterboxed to
            800 px), SGD momentum 0.9, weight decay 5e-4, lr 1e-3 then 1e-4 (Faster R-CNN Sec. 4.2
@@ -101,17 +101,17 @@ PAPER = RCNNConfig(
     roi=RoITraining(per_image=128),
 )
 MINI = RCNNConfig(
-    steps=400,
+    steps=300,
     batch_size=8,
-    eval_every=400,
+    eval_every=300,
     log_every=50,
     train_images=3200,
-    test_images=200,
+    test_images=150,
     detector=DetectorConfig(**MINI_DETECTOR),
     optimizer="adamw",
     lr=1e-3,
     weight_decay=1e-4,
-    lr_drop_step=300,
+    lr_drop_step=225,
     # ~16x16 = 256 anchor locations and 64 sampled anchors per image: λ = 4 keeps Eq. 1's two
     # terms as balanced as the paper's λ = 10 with ~2400 locations and 256 samples
     rpn=RPNTraining(batch=64, weight=4.0),

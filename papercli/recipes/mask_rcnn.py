@@ -22,6 +22,10 @@ Claims checked at mini scale, on the DSB 2018 nuclei crops (U-Net's data; 64 px 
            image (Sec. 3.1, "Training"), RPN anchors 32…512 on P2…P6.
 
 Metrics: align_mask_map, pool_mask_map, align_minus_pool_mask_map, <arm>_map (boxes), …
+
+Not yet measured at mini scale (the shared cores were too loaded to finish a run in the session
+that wrote it): the registry margins are provisional until `benchmarks/reproduce_mini.py
+--papers mask-rcnn --seeds 0 1` has run.
 """
 
 from __future__ import annotations

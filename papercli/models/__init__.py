@@ -34,6 +34,7 @@ FAMILIES = (
     "papercli.models.clip",
     "papercli.models.detr",
     "papercli.models.sam",
+    "papercli.models.rcnn",
 )
 
 

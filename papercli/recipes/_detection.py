@@ -130,6 +130,12 @@ class DetectionRecipe(Recipe):
 
     @property
     def num_classes(self) -> int:
+        """Object classes; COCO's 80 come from the data-set registry, so a paper-scale dry run
+        (parameter counts on the meta device) needs no data."""
+        if self.cfg.dataset == "coco":
+            from papercli.data import registry as datasets
+
+            return datasets.get("coco").num_classes
         self.ensure_data()
         return len(self.train_set.class_names)
 

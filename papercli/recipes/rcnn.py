@@ -139,15 +139,6 @@ class RCNNRecipe(DetectionRecipe):
     arm_kinds = KINDS
 
     # --- model ----------------------------------------------------------------------------------
-    @property
-    def num_classes(self) -> int:
-        """COCO's 80 from the data-set registry, so a paper-scale dry run needs no data."""
-        if self.cfg.dataset == "coco":
-            from papercli.data import registry as datasets
-
-            return datasets.get("coco").num_classes
-        return super().num_classes
-
     def arm_config(self, name: str) -> DetectorConfig:
         return replace(
             self.cfg.detector,

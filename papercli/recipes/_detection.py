@@ -70,6 +70,10 @@ class DetectionRecipe(Recipe):
             f"{c.min_objects}-{c.max_objects} {c.items} items, {c.min_size}-{c.max_size}px"
         )
 
+    def dataset_name(self) -> str:
+        """Scenes are made of `items` photos: that data set must be present."""
+        return self.cfg.items if self.cfg.dataset == "scenes" else self.cfg.dataset
+
     def scene_classes(self, split: str) -> tuple[int, ...] | None:
         """Item classes a split may show (all by default; SAM holds some out of training)."""
         return None

@@ -53,7 +53,7 @@ def describe(registry: Registry) -> list[dict[str, Any]]:
             ctx.split_batch(cfg.batch_size, cfg.micro_batch_size)
             recipe = cls(cfg, ctx)
             counts = meta_counts(build_model, recipe)
-            name = getattr(cfg, "dataset", None)
+            name = recipe.dataset_name()
             status = datasets.get(name).status() if name else None
             rows.append(
                 {

@@ -169,6 +169,11 @@ class Recipe:
         """Human-readable: where the data comes from at this scale."""
         raise NotImplementedError
 
+    def dataset_name(self) -> str | None:
+        """The data-set registry entry this run reads (`recipes` and `doctor` report whether it is
+        on this machine); None when the data is not a registered data set."""
+        return getattr(self.cfg, "dataset", None)
+
     def setup_data(self) -> None:
         """Load (or check) the data; raise PapercliError with an actionable message if missing."""
 

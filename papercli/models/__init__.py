@@ -30,6 +30,8 @@ FAMILIES = (
     "papercli.models.bilm",
     "papercli.models.ssm",
     "papercli.models.clip",
+    "papercli.models.yolo",
+    "papercli.models.ssd",
 )
 
 

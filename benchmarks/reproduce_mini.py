@@ -30,6 +30,7 @@ PAPERS = [
     *("vae", "gan", "ddpm", "latent-diffusion"),
     *("lora", "qlora"),  # fine-tuning a pre-trained base (trained once on first use, not timed)
     *("instructgpt", "learning-to-summarize", "rlaif"),  # alignment on that base (≤ 10 min each)
+    *("yolo", "ssd"),  # detection on Fashion-MNIST scenes (issue 18)
 ]
 # recipes that measure rather than train: a 2-step run is no control (it measures 2 of the
 # sequence lengths); tests/test_flash_attention.py shows their checks fail on a broken algorithm

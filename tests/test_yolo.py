@@ -116,13 +116,14 @@ def test_a_few_real_training_steps(runner, tmp_path):
     assert (out / "detections.png").stat().st_size > 0
 
 
-def test_paper_scale_counts_and_stops_without_data(runner):
+def test_paper_scale_counts_and_stops_without_data(runner, capfd):
     plan = runner.invoke(app, ["reproduce", "yolo", "--scale", "paper", "--dry-run", "--json"])
     assert plan.exit_code == 0, plan.output
     assert json.loads(plan.stdout)["params"] == 271_703_550
     result = runner.invoke(app, ["reproduce", "yolo", "--scale", "paper", "--steps", "1"])
-    assert result.exit_code != 0 and "VOC is not loaded yet" in result.stderr
-    assert "Traceback" not in result.output
+    err = capfd.readouterr().err  # the training process's own stderr
+    assert result.exit_code == 1 and "papercli: error: VOC is not loaded yet" in err
+    assert "Traceback" not in err
 
 
 def test_two_steps_do_not_reproduce(runner, tmp_path: Path):

@@ -10,7 +10,8 @@ Section 2.1 (Network Design, Fig. 3): 24 conv layers (alternating 1x1 reductions
 leaky ReLU 0.1) then 2 fully connected layers; the last is linear and its output is the tensor.
 Dropout 0.5 after the first fully connected layer (Section 2.2). No batch norm (YOLOv2 added it;
 `batch_norm=True` is the mini's option to train from scratch in minutes instead of ImageNet
-pre-training).
+pre-training), and `hidden=0` the mini's 1x1 conv per cell in place of the two fully connected
+layers (recipes/yolo.py says why).
 
 Section 2.2 (Training): the sum-squared error of Eq. 3, with λ_coord = 5 and λ_noobj = 0.5;
 square roots of w and h ("small deviations in large boxes matter less than in small boxes"), so
@@ -46,8 +47,8 @@ PAPER_CONVS: tuple[Layer, ...] = (
 MINI_CONVS: tuple[Layer, ...] = (
     (3, 16), "M",
     (3, 32), "M",
-    (1, 16), (3, 32), (3, 64), "M",
-    (1, 32), (3, 64), (1, 32), (3, 64),
+    (1, 32), (3, 64), (3, 128), "M",
+    (1, 64), (3, 128), (1, 64), (3, 128),
 )  # fmt: skip
 
 
@@ -78,7 +79,7 @@ CONFIGS = {
         grid=8,
         num_classes=10,
         convs=MINI_CONVS,
-        hidden=512,
+        hidden=0,  # a 1x1 conv per cell (module note)
         dropout=0.0,
         batch_norm=True,
     ),

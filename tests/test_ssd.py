@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import two_step_control
+from conftest import tiny_run, two_step_control
 
 from papercli.cli import app
 from papercli.methods import boxes as B
@@ -112,13 +112,7 @@ TINY = ("items=digits", "train_images=64", "test_images=16", "eval_every=2")
 
 def test_a_few_real_training_steps_of_both_arms(runner, tmp_path):
     out = tmp_path / "ssd"
-    args = ["reproduce", "ssd", "--steps", "4", "--batch-size", "16", "--out", str(out)]
-    for setting in TINY:
-        args += ["--set", setting]
-    result = runner.invoke(app, args)
-    assert result.exit_code in (0, 1), result.output
-    record = json.loads((out / "result.json").read_text())
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    record, rows = tiny_run(runner, "ssd", out, *TINY)
     assert [r["step"] for r in rows] == [2, 4]
     assert {"train_ssd", "train_yolo"} <= set(rows[0])
     m = record["metrics"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import two_step_control
+from conftest import tiny_run, two_step_control
 
 from papercli.cli import app
 from papercli.models import create_model
@@ -101,13 +101,7 @@ TINY = ("items=digits", "train_images=64", "test_images=16", "speed_images=2", "
 
 def test_a_few_real_training_steps(runner, tmp_path):
     out = tmp_path / "yolo"
-    args = ["reproduce", "yolo", "--steps", "4", "--batch-size", "16", "--out", str(out)]
-    for setting in TINY:
-        args += ["--set", setting]
-    result = runner.invoke(app, args)
-    assert result.exit_code in (0, 1), result.output
-    record = json.loads((out / "result.json").read_text())
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    record, rows = tiny_run(runner, "yolo", out, *TINY)
     assert [r["step"] for r in rows] == [2, 4] and "train_yolo" in rows[0]
     m = record["metrics"]
     assert 0 <= m["yolo_map_50"] <= 1 and m["yolo_ms_per_image"] > 0

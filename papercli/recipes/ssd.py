@@ -35,6 +35,11 @@ YOLO's network and Eq. 3 loss are the yolo recipe's, papercli/models/yolo.py):
 
 Metrics: ssd_map, ssd_map_50, ssd_map_small, … and the same for yolo (COCO AP, pycocotools),
 ssd_minus_yolo_map_small, <arm>_ms_per_image.
+
+Measured at mini scale (seed 0, one thread, on 2 cores shared with ~12 other jobs): after 600 /
+1200 steps SSD small-object AP 0.408 / 0.456 against YOLO's 0.147 / 0.234 (margin 0.22 at the
+end), SSD mAP@0.5 0.625 / 0.680, YOLO 0.463 / 0.539 (mAP 0.436 vs 0.267). CPU time 329 s user +
+5 s system for both arms (wall 1,903 s under that load). Seed 1 not run (time).
 """
 
 from __future__ import annotations

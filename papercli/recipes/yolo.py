@@ -37,6 +37,11 @@ The parts of the paper (model, loss and decoding in papercli/models/yolo.py):
 
 Metrics: yolo_map, yolo_map_50, yolo_map_small/medium/large, … (COCO AP, pycocotools),
 yolo_ms_per_image, rcnn_ms_per_image (the timing model), yolo_speedup = rcnn / yolo.
+
+Measured at mini scale (seed 0, one thread, on 2 cores shared with ~12 other jobs): mAP@0.5 0.478
+after 750 steps, 0.573 after 1500 (mAP 0.286, small 0.255, medium 0.325); 25 ms per image against
+1,936 ms for the R-CNN-style pass over 155 proposals: 77x. CPU time 228 s user + 8 s system
+(wall 1,325 s under that load, so the 300 s check failed there). Seed 1 not run (time).
 """
 
 from __future__ import annotations

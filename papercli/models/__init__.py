@@ -35,6 +35,8 @@ FAMILIES = (
     "papercli.models.detr",
     "papercli.models.sam",
     "papercli.models.rcnn",
+    "papercli.models.yolo",
+    "papercli.models.ssd",
 )
 
 

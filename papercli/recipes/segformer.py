@@ -85,10 +85,10 @@ MINI = SegFormerConfig(
     items="fashion-mnist",
     train_images=4000,
     test_images=500,
-    steps=200,
+    steps=800,
     batch_size=32,
-    eval_every=100,
-    warmup_steps=20,
+    eval_every=200,
+    warmup_steps=50,
 )
 
 

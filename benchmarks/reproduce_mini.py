@@ -30,7 +30,9 @@ PAPERS = [
     *("vae", "gan", "ddpm", "latent-diffusion"),
     *("lora", "qlora"),  # fine-tuning a pre-trained base (trained once on first use, not timed)
     *("instructgpt", "learning-to-summarize", "rlaif"),  # alignment on that base (≤ 10 min each)
-    *("detr", "sam", "segformer", "oneformer", "grounding-dino", "grounded-sam"),  # issue 18
+    # detection and segmentation on scenes (issue 18): one rcnn run serves rcnn, fast-rcnn and faster-rcnn
+    *("rcnn", "fast-rcnn", "faster-rcnn", "mask-rcnn", "yolo", "ssd", "detr", "sam"),
+    *("segformer", "oneformer", "grounding-dino", "grounded-sam"),
 ]
 # recipes that measure rather than train: a 2-step run is no control (it measures 2 of the
 # sequence lengths); tests/test_flash_attention.py shows their checks fail on a broken algorithm

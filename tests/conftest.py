@@ -159,6 +159,33 @@ def two_step_control(runner: CliRunner, paper: str, out: Path, *settings: str) -
     return {c["metric"] for c in record["checks"] if not c["passed"]}
 
 
+def tiny_run(
+    runner: CliRunner, paper: str, out: Path, *settings: str, steps: int = 4, batch: int = 16
+) -> tuple[dict, list[dict]]:
+    """Train `paper` for a few real steps through the CLI (with `--set` settings); returns its
+    result.json record and its metrics.jsonl rows."""
+    import json
+
+    from papercli.cli import app
+
+    args = [
+        "reproduce",
+        paper,
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--out",
+        str(out),
+    ]
+    for s in settings:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code in (0, 1), result.output
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return json.loads((out / "result.json").read_text()), rows
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (`-n auto`), split the cores between the workers: each worker and the
     CLI processes it starts use cores / workers threads, instead of every torch process taking

@@ -244,8 +244,8 @@ def test_reproduce_dry_run_json(runner):
 
 def test_reproduce_unknown_or_recipe_less_paper(runner):
     assert runner.invoke(app, ["reproduce", "unett"]).exit_code == 2
-    result = runner.invoke(app, ["reproduce", "yolo"])  # issue 18's papers have none yet
-    assert result.exit_code == 2 and "'yolo' has no recipe yet" in result.stderr
+    result = runner.invoke(app, ["reproduce", "gpt-3"])  # a paper that will keep having none
+    assert result.exit_code == 2 and "'gpt-3' has no recipe yet" in result.stderr
 
 
 def test_recipes_and_doctor(runner):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 from test_reproduce_cli import papercli
 
-from papercli.models.transformer import Transformer
+from papercli.models.transformer import KVCache, Transformer, TransformerConfig
 from papercli.recipes.lm_compression import (
     MINI,
     LMCompressionRecipe,
@@ -26,10 +27,38 @@ def test_model_coder_round_trip_is_exact_and_near_the_log_loss():
     model = Transformer(recipe.model_config()).eval()
     chunks = torch.tensor([list(b"To be, or not to be, that is the question: whethe"[:48])] * 2)
     chunks[1] = torch.randint(0, 256, (48,))
-    codes, ideal_bits = compress(model, chunks)
+    codes, ideal_bits = compress(model, chunks, incremental=True)
     assert torch.equal(decompress(model, codes, 48, torch.device("cpu")), chunks)
     coded_bits = 8 * sum(len(c) for c in codes)
     assert ideal_bits <= coded_bits <= ideal_bits + 2 * (2 + 8)  # per chunk: 2 bits + padding
+    # one forward pass over the chunks (teacher forcing) predicts every byte from the same
+    # prefixes: the same log-loss and codes of the same length as byte by byte
+    one_pass, one_pass_bits = compress(model, chunks)
+    assert one_pass_bits == pytest.approx(ideal_bits, rel=1e-5)
+    assert [len(c) for c in one_pass] == [len(c) for c in codes]
+
+
+def test_preallocated_kv_cache_matches_the_growing_one_and_the_full_pass():
+    """KVCache(capacity=n) writes keys in place (O(1) a token); fed token by token it gives the
+    logits of the torch.cat cache and of one pass over the whole sequence."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(vocab_size=40, dim=16, layers=2, heads=2, ff_dim=32,
+                                          max_len=32, positions="sinusoidal")).eval()  # fmt: skip
+    tokens = torch.randint(0, 40, (3, 24))
+    growing, preallocated = KVCache(), KVCache(capacity=24)
+    with torch.no_grad():
+        full = model(tokens)
+        steps = [(model(tokens[:, :4], cache=growing), model(tokens[:, :4], cache=preallocated))]
+        steps += [
+            (model(tokens[:, t : t + 1], cache=growing),
+             model(tokens[:, t : t + 1], cache=preallocated))
+            for t in range(4, 24)
+        ]  # fmt: skip
+    grown, written = (torch.cat(s, dim=1) for s in zip(*steps, strict=True))
+    assert torch.equal(grown, written) and preallocated.length == 24
+    torch.testing.assert_close(written, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="capacity"):
+        model(tokens[:, :1], cache=preallocated)
 
 
 def test_classic_chunked_size_counts_the_header_once():
@@ -63,6 +92,7 @@ def test_short_run_decodes_exactly_and_two_steps_do_not_reproduce(tmp_path):
     assert not checks["lm_bpb"]["passed"] and checks["lm_bpb"]["measured"] > 7
     m = record["metrics"]
     assert m["coded_bytes"] == 3 * 64 and m["adjusted_rate"] > m["lm_rate"]
+    assert m["decoded_bytes"] == 3 * 64 and m["decoded_code_bytes_gap"] == 0
     assert 2.0 < m["bz2_whole_bpb"] < m["gzip_whole_bpb"] < 4.0  # the whole held-out plays
 
 

@@ -101,6 +101,20 @@ def split() -> tuple[list[Play], list[Play]]:
     return [p for p in plays if p.slug not in HELD_OUT], [p for p in plays if p.slug in HELD_OUT]
 
 
+def as_bytes(text: str):
+    """UTF-8 bytes as a uint8 tensor (kept at one byte each: enwik9 is 10^9 of them)."""
+    import torch
+
+    return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8)
+
+
+def play_bytes():
+    """(training plays, held-out plays), each concatenated, as UTF-8 bytes (uint8 tensors): the
+    byte-level recipes' data (lm-compression, chinchilla)."""
+    train, held = split()
+    return as_bytes("".join(p.text for p in train)), as_bytes("".join(p.text for p in held))
+
+
 def speeches(play: Play, min_chars: int = 80) -> list[tuple[str, str]]:
     """(speaker, speech) pairs of at least `min_chars` characters, in order."""
     out = []

@@ -34,6 +34,9 @@ FAMILIES = (
     "papercli.models.clip",
     "papercli.models.detr",
     "papercli.models.sam",
+    "papercli.models.rcnn",
+    "papercli.models.yolo",
+    "papercli.models.ssd",
     "papercli.models.grounding_dino",
 )
 

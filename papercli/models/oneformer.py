@@ -6,8 +6,9 @@ model whose queries are conditioned on a task token, "the task is {semantic|inst
     pixel decoder        Mask2Former's multi-scale deformable-attention encoder (Deformable DETR's
                          MSDeformAttn, Zhu et al. 2021, Eq. 2) over the 1/8 … 1/32 maps, and an
                          FPN step that adds the 1/4 map: the per-pixel mask features   -> PixelDecoder
-    task token           the task sentence tokenised (T words, padded) and mapped by a 2-layer
-                         MLP to Q_task ∈ R^{1×D} (Sec. 3.2)
+    task token           the task sentence tokenised (T words, padded, each word one-hot over
+                         the sentence vocabulary) and mapped by a 2-layer MLP to Q_task ∈ R^{1×D}
+                         (Sec. 3.2)
     queries              N − 1 copies of Q_task attend to the flattened 1/4 features through a
                          2-layer transformer, Q_task is appended: N task-conditioned queries
     transformer decoder  Mask2Former's: L layers of masked cross-attention (each query sees only
@@ -268,7 +269,8 @@ class OneFormer(nn.Module):
         self.backbone_norms = norms if cfg.backbone_norms else None
         self.pixel_decoder = PixelDecoder(cfg, channels)
         d = cfg.dim
-        self.task_mlp = MLP([cfg.task_length, d, d])  # Sec. 3.2: the task token Q_task
+        # Sec. 3.2: the task token Q_task, from the one-hot words of the task sentence
+        self.task_mlp = MLP([cfg.task_length * (len(VOCABULARY) - 1), d, d])
         # the query transformer (the code's class_transformer): N − 1 copies of Q_task → queries
         self.query_layers = nn.ModuleList(
             QueryLayer(d, cfg.heads, cfg.ffn) for _ in range(cfg.query_layers)
@@ -287,15 +289,18 @@ class OneFormer(nn.Module):
         self.mask_embed = MLP([d, d, d, d])
 
     def task_tokens(self, tasks: list[str]) -> torch.Tensor:
-        """'the task is {task}' as word ids padded to `task_length` (B, T), float as the
-        official code feeds them to the task MLP."""
-        ids = torch.zeros(len(tasks), self.cfg.task_length)
+        """'the task is {task}' padded to `task_length` words, each one-hot over the words of
+        VOCABULARY (padding all zeros, as the official code pads with id 0): (B, T · (V − 1)).
+        The official code feeds CLIP's BPE ids as floats, where the task words' ids lie
+        thousands apart; ids 4/5/6 of our 7-word vocabulary left the three tasks' Q_task at
+        cosine 0.99 and a trained mini that ignored its task token. One-hot sentences differ in
+        one word of four."""
+        ids = torch.zeros(len(tasks), self.cfg.task_length, dtype=torch.long)
         for i, task in enumerate(tasks):
             words = f"the task is {task}".split()
-            ids[i, : len(words)] = torch.tensor(
-                [VOCABULARY.index(w) for w in words], dtype=torch.float32
-            )
-        return ids.to(self.query_embed.weight.device)
+            ids[i, : len(words)] = torch.tensor([VOCABULARY.index(w) for w in words])
+        one_hot = F.one_hot(ids, len(VOCABULARY))[..., 1:].flatten(1).float()
+        return one_hot.to(self.query_embed.weight.device)
 
     def predict(self, queries: torch.Tensor, mask_features: torch.Tensor, size):
         """Class logits (B, N, K + 1), mask logits (B, N, H/4, W/4) and the attention mask for

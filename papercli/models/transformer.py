@@ -81,10 +81,15 @@ class KVCache:
     (StreamingLLM's attention sinks, Sec. 3.2): a token then sees the sinks and the most recent
     `window` − `sinks` tokens. With rotary positions the keys are cached before rotation and
     rotated by their place in the cache, so distances never exceed the window (StreamingLLM:
-    "positions within the cache rather than those in the original text")."""
+    "positions within the cache rather than those in the original text").
+
+    `capacity` > 0 (no window) preallocates room for that many tokens and writes each new key and
+    value in place: O(1) work per token instead of a `torch.cat` that copies the whole cache, which
+    made feeding a long sequence token by token O(n²) (the arithmetic decoder of lm-compression)."""
 
     window: int = 0
     sinks: int = 0
+    capacity: int = 0
     keys: list[torch.Tensor | None] = field(default_factory=list)
     values: list[torch.Tensor | None] = field(default_factory=list)
     positions: list[torch.Tensor | None] = field(default_factory=list)  # absolute, per key
@@ -95,11 +100,30 @@ class KVCache:
             raise ValueError("attention sinks need a window")
         if self.window and self.window <= self.sinks:
             raise ValueError(f"window {self.window} must exceed sinks {self.sinks}")
+        if self.capacity and self.window:
+            raise ValueError("a preallocated cache (capacity) cannot also be a rolling window")
 
     @property
     def length(self) -> int:
         """Tokens held now (bounded by the window when there is one)."""
+        if self.capacity:
+            return self.seen
         return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[2]
+
+    def write(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A preallocated cache: store the new keys and values (B, h, t, d) after the `seen`
+        ones; views of all of them so far."""
+        start, end = self.seen, self.seen + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"{end} tokens exceed the cache's capacity of {self.capacity}")
+        if self.keys[layer] is None:
+            shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            self.keys[layer], self.values[layer] = k.new_empty(shape), v.new_empty(shape)
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def bytes(self) -> int:
         """Memory the cached keys and values take."""
@@ -249,16 +273,22 @@ class Attention(nn.Module):
             offset = cache.seen
         q_pos = torch.arange(offset, offset + t, device=x.device)
         k_pos = q_pos if memory is None else torch.arange(k.shape[2], device=x.device)
-        if cache is not None and cache.keys[layer] is not None:  # append to the layer's cache
+        preallocated = cache is not None and cache.capacity > 0
+        if preallocated:  # write in place (see KVCache.capacity)
+            k, v = cache.write(layer, k, v)
+            k_pos = torch.arange(k.shape[2], device=x.device)
+        elif cache is not None and cache.keys[layer] is not None:  # append to the layer's cache
             k = torch.cat([cache.keys[layer], k], dim=2)
             v = torch.cat([cache.values[layer], v], dim=2)
             k_pos = torch.cat([cache.positions[layer], k_pos])
         window = cache.window if cache is not None else cfg.window
         sinks = cache.sinks if cache is not None else 0
-        if causal and (window or q.shape[2] != k.shape[2]):
+        # one new token after a full cache sees every key: no mask to build
+        sees_all = preallocated and t == 1 and mask is None
+        if causal and not sees_all and (window or q.shape[2] != k.shape[2]):
             allowed = visible(q_pos, k_pos, window, sinks)
             mask = allowed if mask is None else _biased(mask, allowed)
-        if cache is not None:
+        if cache is not None and not preallocated:
             # keep only what a later token can still see (all of it without a window)
             keep = visible(q_pos[-1:] + 1, k_pos, window, sinks)[0]
             kept = keep.all()
@@ -275,7 +305,7 @@ class Attention(nn.Module):
             mask = mask.to(q.dtype)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=causal and mask is None, enable_gqa=self.kv_heads != self.heads,
+            is_causal=causal and mask is None and not sees_all, enable_gqa=self.kv_heads != self.heads,
         )  # fmt: skip
         b, h, t, hd = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * hd))

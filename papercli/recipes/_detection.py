@@ -130,6 +130,12 @@ class DetectionRecipe(Recipe):
 
     @property
     def num_classes(self) -> int:
+        """Object classes of the data; without a COCO folder, COCO's 80 from the data-set
+        registry, so a paper-scale dry run (parameter counts on the meta device) needs no data."""
+        if self.cfg.dataset == "coco" and self.ctx.data_path is None:
+            from papercli.data import registry as datasets
+
+            return datasets.get("coco").num_classes
         self.ensure_data()
         return len(self.train_set.class_names)
 

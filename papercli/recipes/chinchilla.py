@@ -25,10 +25,11 @@ LayerNorm stands in for RMSNorm. The relative-position parameters (W_R and the u
 per layer) are therefore missing from our parameter counts; `paper_params` adds them back to
 compare with Table A9.
 
-    mini   bytes of the 32 training plays (context 64, 64 sequences a step), 8 sizes from 11K to
-           0.47M parameters, budgets of 6e10, 2.4e11 and 9.6e11 FLOPs with the 5 sizes nearest
-           the 20-tokens-per-parameter rule at each; held-out plays for the final losses; up to
-           10 minutes on 2 CPU cores
+    mini   characters of the 32 training plays (83 of them; context 64, 16 sequences a step),
+           2-layer models from 2.4K to 0.1M parameters, budgets of 5e10, 1.5e11 and 5e11 FLOPs
+           with 6 sizes each, centred on ~200 tokens per parameter (where a first sweep found
+           the valleys at this scale); held-out plays for the final losses; up to 10 minutes on
+           2 CPU cores
     paper  Table A9's sizes and Fig. 3's budgets (6e18 … 3e21 FLOPs), 32,000-token BPE on
            --data PATH (a folder of .txt files; MassiveText is not public), context 2048;
            Chinchilla itself (80 layers, d_model 8192, 70B parameters, 1.4T tokens) is
@@ -38,7 +39,9 @@ compare with Table A9.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -54,17 +57,10 @@ from papercli.reproduce.optim import weight_decay_groups
 from papercli.reproduce.params import meta_counts
 from papercli.reproduce.recipe import _millions
 
-# mini sizes: (d_model, layers, heads); head size 16, feed-forward 4 × d_model
-MINI_SIZES = {
-    "d16": (16, 2, 1),
-    "d24": (24, 2, 2),
-    "d32": (32, 2, 2),
-    "d40": (40, 3, 2),
-    "d48": (48, 3, 3),
-    "d64": (64, 3, 4),
-    "d80": (80, 4, 5),
-    "d96": (96, 4, 6),
-}
+# mini sizes: (d_model, layers, heads); feed-forward 4 × d_model, heads of at most 20 dimensions;
+# two layers throughout, widths in steps of 1.2-1.8× in parameters
+_HEADS = {8: 1, 12: 1, 16: 1, 20: 1, 24: 2, 28: 2, 32: 2, 40: 2, 48: 3, 56: 4, 64: 4}
+MINI_SIZES = {f"d{d}": (d, 2, heads) for d, heads in _HEADS.items()}
 
 # Table A9 (all model sizes of the IsoFLOP sweep): params (M) as published, d_model, ffw_size,
 # kv_size, n_heads, n_layers. Rows whose n_heads × kv_size differs from d_model cannot be built by
@@ -166,6 +162,7 @@ class IsoRun:
 @dataclass
 class ChinchillaConfig(TrainConfig):
     dataset: str = "plays"  # or "text": a folder of .txt files from --data
+    vocab: Literal["bytes", "chars"] = "bytes"  # the plays' tokens (text: a BPE of vocab_size)
     sizes: tuple[str, ...] = tuple(MINI_SIZES)  # the size ladder (mini names or Table A9's)
     budgets: tuple[float, ...] = (6e10, 2.4e11, 9.6e11)  # training FLOPs C (Appendix F count)
     sizes_per_budget: int = bounded(5, ge=3)  # a parabola needs three points
@@ -255,6 +252,13 @@ class ChinchillaRecipe(Recipe):
         # the loop ends when the longest run has spent its budget; --steps may stop it earlier,
         # which `budget_spent` reports
         self.cfg = replace(cfg, steps=min(cfg.steps, longest(self.runs)))
+        if cfg.steps < longest(self.runs) and ctx.is_main:
+            # the scale's step count is planned for its own budgets: other --set budgets (or a
+            # smaller --steps) cut the runs short, and budget_spent < 1 fails the verdict
+            sys.stderr.write(
+                f"papercli: note: these budgets need {longest(self.runs):,} steps; the run stops "
+                f"at {cfg.steps:,} (pass --steps {longest(self.runs)} to spend every budget)\n"
+            )
 
     @classmethod
     def config_for(cls, scale: str, paper: str) -> TrainConfig:
@@ -278,10 +282,12 @@ class ChinchillaRecipe(Recipe):
         return f"text: .txt files from {self.ctx.data_path or '--data PATH (required)'}; BPE"
 
     def setup_data(self) -> None:
-        if self.cfg.dataset == "plays":
-            from papercli.recipes.lm_compression import play_bytes
+        if self.cfg.dataset == "plays" and self.cfg.vocab == "bytes":
+            from papercli.data.plays import play_bytes
 
             self.train_tokens, self.held_tokens = play_bytes()
+        elif self.cfg.dataset == "plays":
+            self.train_tokens, self.held_tokens = self._play_chars()
         else:
             from papercli.data.plays import train_bpe
             from papercli.recipes.gpt2 import read_text_folder
@@ -292,6 +298,19 @@ class ChinchillaRecipe(Recipe):
                 torch.tensor([i for e in tok.encode_batch(texts) for i in e.ids])
                 for texts in (train, held)
             )
+
+    def _play_chars(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plays as character ids (the vocabulary of the training plays; the held-out ones
+        use no other character)."""
+        from papercli.data.plays import CharVocab, split
+
+        train, held = ("".join(p.text for p in plays) for plays in split())
+        vocab = CharVocab(train)
+        if len(vocab) > self.cfg.vocab_size:
+            raise UsageError(
+                f"the plays have {len(vocab)} characters: --set vocab_size={len(vocab)} or more"
+            )
+        return tuple(torch.tensor(vocab.encode(t), dtype=torch.uint8) for t in (train, held))
 
     def _windows(self, tokens: torch.Tensor, index: torch.Tensor):
         span = torch.arange(self.cfg.context + 1)
@@ -434,7 +453,20 @@ class ChinchillaRecipe(Recipe):
 
 def _config_for(scale: str) -> ChinchillaConfig:
     if scale == "mini":
-        return ChinchillaConfig(batch_size=64, log_every=25)
+        # characters, 16 × 64 = 1,024 tokens a step: enough steps for the largest size of each
+        # budget (≥ 260) that its loss reflects its size and data, not a cut-short optimiser.
+        # Each budget's 6 sizes are centred where a first sweep found the valleys (~200 tokens
+        # per parameter at this scale, not 20): the vertices then come from the fits, inside
+        # the sizes tried, rather than from the edge of a window
+        return ChinchillaConfig(
+            vocab="chars",
+            vocab_size=83,  # the characters of the training plays
+            batch_size=16,
+            budgets=(5e10, 1.5e11, 5e11),
+            sizes_per_budget=6,
+            tokens_per_param=200.0,
+            log_every=100,
+        )
     # Fig. 3: nine budgets from 6e18 to 3e21 FLOPs; the sweep's sizes are Table A9's
     return ChinchillaConfig(
         dataset="text",

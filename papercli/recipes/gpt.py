@@ -82,6 +82,13 @@ MINI = GPTConfig(
 #   16     500           mean     0     1e-4   63.4 %       56.2 %
 #   32     500           mean     0     1e-4   73.7 %       58.1 %
 #   32     500           <e>      0     1e-4   74.8 %       55.9 %   <- the mini (Eq. 3)
+#   the same, batch seed 1                        73.3 %       53.2 %
+# The recipe's own full run (pre-training its own LM, then the row above) does NOT reproduce this:
+#   seed 0: 53.6 vs 54.2 % (held-out LM loss 4.17 at step 800, as the probe's LM's 4.15; the
+#   fine-tuning loss of both arms stays at 0.70 = chance), 322 s user CPU on one thread (522 s
+#   wall on the shared machine: the seconds check fails too). The probe's two successes used one
+#   saved LM (`/tmp` weights of the issue-13f sweep); whether fine-tuning "clicks" depends on the
+#   LM instance or on something the engine does differently is not yet found.
 # The which-play task (`--set task=play`), measured before: NOT reproduced; no honest setting found. Test accuracy on the which-play
 # task (625 test speeches: one standard error ≈ 1.8 points), pre-trained vs scratch, seed 0 (rows
 # 2, 3 and 6: a probe script that fine-tunes from the saved phase-1 weights with its own batches):

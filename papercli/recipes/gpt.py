@@ -86,7 +86,8 @@ MINI = GPTConfig(
 # The recipe's own full run (pre-training its own LM, then the row above) does NOT reproduce this:
 #   seed 0: 53.6 vs 54.2 % (held-out LM loss 4.17 at step 800, as the probe's LM's 4.15; the
 #   fine-tuning loss of both arms stays at 0.70 = chance), 322 s user CPU on one thread (522 s
-#   wall on the shared machine: the seconds check fails too). The probe's two successes used one
+#   wall on the shared machine: the seconds check fails too); seed 1: 57.6 vs 51.9 % (+5.7),
+#   308 s user CPU (450 s wall). The probe's two successes used one
 #   saved LM (`/tmp` weights of the issue-13f sweep); whether fine-tuning "clicks" depends on the
 #   LM instance or on something the engine does differently is not yet found.
 # The which-play task (`--set task=play`), measured before: NOT reproduced; no honest setting found. Test accuracy on the which-play

@@ -8,7 +8,8 @@ English text, the language recipes' mini-scale data.
   text it never saw, not on the other half of a scene it trained on.
 - `speeches()`: (speaker, text) per speech; `play_task()`: the labelled task of the pre-training
   papers (GPT, BERT, RoBERTa, T5, ELMo) built from the plays' own metadata — which of the six
-  unseen plays a speech comes from.
+  unseen plays a speech comes from; `word_order_task()`: is a stretch of an unseen play in
+  Shakespeare's word order or are its words shuffled (a task that needs what an LM learns).
 - `bpe_tokenizer()`: a byte-level BPE trained with Hugging Face `tokenizers` on the training plays,
   cached under PAPERCLI_HOME; `CharVocab` for the smallest runs.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import random
 import re
 import tarfile
 from dataclasses import dataclass
@@ -151,6 +153,58 @@ def play_task(per_class: int | None = None, test_fraction: float = 1 / 3) -> Lab
         train += [(t, label) for t in texts[:cut][:per_class]]
         test += [(t, label) for t in texts[cut:]]
     return LabelledTask(tuple(p.slug for p in held), tuple(train), tuple(test))
+
+
+WORD_ORDER_CLASSES = ("original", "shuffled")
+
+
+def shuffled(words: list[str], rng: random.Random) -> list[str]:
+    """The same words in a random order that differs from the given one (when any can)."""
+    out = list(words)
+    while out == words and len(set(words)) > 1:
+        rng.shuffle(out)
+    return out
+
+
+def word_order_task(
+    per_class: int | None = None,
+    words: int = 16,
+    test_fraction: float = 1 / 3,
+    seed: int = 0,
+    source: list[Play] | None = None,
+) -> LabelledTask:
+    """Is a stretch of `words` words of an unseen play in its real order, or are the same words
+    shuffled? A binary task in the spirit of CoLA (linguistic acceptability, where GPT's Table 2
+    shows pre-training helps most): the classes have the same words, so a bag of words (TF-IDF,
+    unigram counts) is at chance by construction; telling them apart needs word order, which a
+    language model learns and a fresh network must learn from the labels alone.
+
+    Texts come from the held-out plays (`source`; pre-training never reads them): each speech is
+    cut into consecutive `words`-word windows, each play's last `test_fraction` of speeches feed
+    the test set (a later stretch, as in `play_task`). Windows are drawn in a fixed random order
+    (`seed`), alternately kept and shuffled, so both classes are balanced and no window appears
+    in both; the fine-tuning set is the first `per_class` of each class (all when None)."""
+    held = split()[1] if source is None else source
+    parts: tuple[list[list[str]], list[list[str]]] = ([], [])
+    for play in held:
+        texts = [body.split() for _, body in speeches(play)]
+        cut = round(len(texts) * (1 - test_fraction))
+        for part, chunk in enumerate((texts[:cut], texts[cut:])):
+            for w in chunk:
+                parts[part].extend(w[i : i + words] for i in range(0, len(w) - words + 1, words))
+    rng = random.Random(seed)
+    rows = []
+    for part, windows in enumerate(parts):
+        windows = [w for w in windows if len(set(w)) > 1]  # one repeated word cannot be shuffled
+        rng.shuffle(windows)
+        if part == 0 and per_class is not None:
+            windows = windows[: 2 * per_class]
+        rows.append(
+            tuple(
+                (" ".join(shuffled(w, rng) if i % 2 else w), i % 2) for i, w in enumerate(windows)
+            )
+        )
+    return LabelledTask(WORD_ORDER_CLASSES, rows[0], rows[1])
 
 
 class CharVocab:

@@ -7,9 +7,13 @@ masked LM, span corruption, biLM) and its own optimizer and schedule. Arms that 
 ("scratch") wait. Phase 2: every arm is fine-tuned on the same labelled batches for the same steps,
 so the only difference between a pre-trained arm and `scratch` is what phase 1 taught it.
 
-The labelled task (`plays.play_task`) is built from plays that pre-training never reads: which of
-the six held-out plays a speech comes from, with few labels per class — the regime where the papers
-show pre-training matters most. Paper scale reads its text and task from `--data` instead (layout
+The labelled task is built from plays that pre-training never reads, with few labels per class —
+the regime where the papers show pre-training matters most. `task` selects it: "play"
+(`plays.play_task`: which of the six held-out plays a speech comes from — lexical, names and
+topics decide it, so a small LM adds nothing: see the sweep in `recipes/gpt.py`) or "word_order"
+(`plays.word_order_task`: is a stretch of `task_words` words in Shakespeare's order or shuffled —
+the same words in both classes, so bag-of-words is at chance and word order, which an LM learns,
+decides). Paper scale reads its text and task from `--data` instead (layout
 in `read_paper_data`).
 
 A subclass implements the paper: `build_arm`, `pretrain_loss`, `classify` (and optionally
@@ -21,13 +25,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from papercli.data import lm
-from papercli.data.plays import HELD_OUT, LabelledTask
+from papercli.data.plays import HELD_OUT, WORD_ORDER_CLASSES, LabelledTask
 from papercli.errors import PapercliError
 from papercli.reproduce.arms import Arms
 from papercli.reproduce.config import bounded, fraction
@@ -48,6 +53,8 @@ class PretrainFinetuneConfig(TrainConfig):
     finetune_lr: float = bounded(3e-4, gt=0.0)
     finetune_batch_size: int = bounded(32, ge=1)  # labelled texts per phase-2 step
     finetune_warmup: float = fraction(0.002)  # share of phase 2 spent warming up
+    task: Literal["play", "word_order"] = "play"  # the plays' labelled task (module docstring)
+    task_words: int = bounded(32, ge=2)  # words per text of the word_order task
     labelled_per_class: int | None = 100  # fine-tuning texts per class (None: all)
     dropout: float = bounded(0.1, ge=0.0, lt=1.0)
     eval_texts: int = bounded(1000, ge=1)  # test texts scored at each evaluation
@@ -94,9 +101,13 @@ class PretrainFinetuneRecipe(Recipe):
     # --- data -----------------------------------------------------------------------------------
     def data_source(self) -> str:
         if self.cfg.dataset == "plays":
+            question = {
+                "play": "which play a speech comes from",
+                "word_order": f"are {self.cfg.task_words} words in order or shuffled",
+            }[self.cfg.task]
             return (
                 "plays: Shakespeare's plays (shipped); pre-training on 32, the labelled task on "
-                "the 6 held-out ones (which play a speech comes from); byte-level BPE"
+                f"the 6 held-out ones ({question}); byte-level BPE"
             )
         return f"text: {self.ctx.data_path or '--data FOLDER (required)'} (text/, task/)"
 
@@ -106,7 +117,10 @@ class PretrainFinetuneRecipe(Recipe):
         if self.cfg.dataset == "plays":
             train, held = plays.split()
             texts, held_texts = [p.text for p in train], [p.text for p in held]
-            self.task = plays.play_task(self.cfg.labelled_per_class)
+            if self.cfg.task == "word_order":
+                self.task = plays.word_order_task(self.cfg.labelled_per_class, self.cfg.task_words)
+            else:
+                self.task = plays.play_task(self.cfg.labelled_per_class)
             self.tokenizer = plays.bpe_tokenizer(self.cfg.vocab_size)
         else:
             texts, held_texts, self.task = read_paper_data(self.ctx.data_path)
@@ -126,9 +140,11 @@ class PretrainFinetuneRecipe(Recipe):
 
     @property
     def num_classes(self) -> int:
-        """Classes of the labelled task (the plays task's six before the data is loaded, as in a
-        dry run; paper scale reads them from task/train.tsv)."""
-        return len(self.task.classes) if hasattr(self, "task") else len(HELD_OUT)
+        """Classes of the labelled task (before the data is loaded, as in a dry run: the plays
+        task's; paper scale reads them from task/train.tsv)."""
+        if hasattr(self, "task"):
+            return len(self.task.classes)
+        return len(WORD_ORDER_CLASSES) if self.cfg.task == "word_order" else len(HELD_OUT)
 
     @property
     def model_vocab(self) -> int:

@@ -132,10 +132,14 @@ class DetectionRecipe(Recipe):
     def num_classes(self) -> int:
         """Object classes of the data; without a COCO folder, COCO's 80 from the data-set
         registry, so a paper-scale dry run (parameter counts on the meta device) needs no data."""
-        if self.cfg.dataset == "coco" and self.ctx.data_path is None:
-            from papercli.data import registry as datasets
+        from papercli.data import registry as datasets
 
+        if self.cfg.dataset == "coco" and self.ctx.data_path is None:
             return datasets.get("coco").num_classes
+        if self.cfg.dataset == "scenes":  # the items' classes: known without making the scenes
+            return datasets.get(self.cfg.items).num_classes
+        if self.cfg.dataset == "nuclei":
+            return 1
         self.ensure_data()
         return len(self.train_set.class_names)
 

@@ -225,8 +225,16 @@ def longest(runs: list[IsoRun]) -> int:
     return max(r.steps for r in runs)
 
 
+_COUNTS: dict[str, int] = {}
+
+
 def _count(cfg: TransformerConfig) -> int:
-    return meta_counts(Transformer, cfg)["total"]
+    """Parameters of a size, counted on the meta device once per process: the plan is made
+    again for the config, the recipe and its description, over up to 81 sizes."""
+    key = repr(cfg)
+    if key not in _COUNTS:
+        _COUNTS[key] = meta_counts(Transformer, cfg)["total"]
+    return _COUNTS[key]
 
 
 def fit_parabola(log_n: np.ndarray, loss: np.ndarray) -> tuple[float, bool]:

@@ -25,6 +25,9 @@ def load(data_path=None) -> tuple[np.ndarray, np.ndarray]:
     return image, labels
 
 
+INSTANCE_CLASSES = ("nucleus",)  # the one object class of `instance_crops`
+
+
 def _relabelled(labels: np.ndarray) -> np.ndarray:
     """Instance ids renumbered 1..k in order of first appearance (a crop cuts some nuclei away)."""
     ids, inverse = np.unique(labels, return_inverse=True)
@@ -61,5 +64,5 @@ def instance_crops(split: str, size: int, count: int = 0, holdout: float = 0.25,
         images=np.stack([img for img, _ in crops]),
         instances=instances,
         classes=[np.zeros(int(inst.max()), np.int64) for inst in instances],
-        class_names=("nucleus",),
+        class_names=INSTANCE_CLASSES,
     )

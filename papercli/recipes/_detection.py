@@ -91,11 +91,8 @@ class DetectionRecipe(Recipe):
         c = self.cfg
         if c.dataset == "coco":
             from papercli.data import coco
-            from papercli.errors import PapercliError
 
-            if self.ctx.data_path is None:
-                raise PapercliError(f"COCO is not downloadable: pass --data DIR, {coco.LAYOUT}")
-            root = self.ctx.data_path
+            root = coco.check_layout(self.ctx.data_path)
             self.train_set = coco.CocoDetection(root, "train2017", c.canvas, self.with_masks, True)
             self.test_set = coco.CocoDetection(root, "val2017", c.canvas, self.with_masks)
             self._loader = None
@@ -120,12 +117,12 @@ class DetectionRecipe(Recipe):
                 classes=self.scene_classes(split),
             )
 
-        load = scenes.load
-        self.train_set = load(
-            "train", c.train_images, spec("train"), c.items, TRAIN_SEED, self.ctx.data_path
-        )
-        self.test_set = load(
-            "test", c.test_images, spec("test"), c.items, TEST_SEED, self.ctx.data_path
+        self.train_set, self.test_set = (
+            scenes.load(split, count, spec(split), c.items, seed, self.ctx.data_path)
+            for split, count, seed in (
+                ("train", c.train_images, TRAIN_SEED),
+                ("test", c.test_images, TEST_SEED),
+            )
         )
 
     @property
@@ -139,7 +136,9 @@ class DetectionRecipe(Recipe):
         if self.cfg.dataset == "scenes":  # the items' classes: known without making the scenes
             return datasets.get(self.cfg.items).num_classes
         if self.cfg.dataset == "nuclei":
-            return 1
+            from papercli.data.nuclei import INSTANCE_CLASSES
+
+            return len(INSTANCE_CLASSES)
         self.ensure_data()
         return len(self.train_set.class_names)
 
@@ -244,26 +243,28 @@ class DetectionRecipe(Recipe):
         the test images."""
         from papercli.metrics.detection import coco_ap
 
+        arms = self.arms(model)
+        found: dict[str, list[dict]] = {name: [] for name in arms}
+        targets: dict[str, list[dict]] = {name: [] for name in arms}
+        seconds = dict.fromkeys(arms, 0.0)  # model time only, not the data reading
+        for images, batch_targets in self._test_batches():  # the test data is read once
+            for name, arm in arms.items():
+                started = time.perf_counter()
+                detections = self.detect(name, arm, images)
+                seconds[name] += time.perf_counter() - started
+                found[name].extend(self._kept(d) for d in detections)
+                targets[name].extend(self.scored_targets(name, batch_targets))
         metrics: dict[str, float] = {}
         areas = (self.cfg.small_side**2, self.cfg.medium_side**2)
         num_classes = len(self.test_set.class_names)
-        for name, arm in self.arms(model).items():
-            found: list[dict] = []
-            targets: list[dict] = []
-            seconds = 0.0  # model time only, not the data reading
-            for images, batch_targets in self._test_batches():
-                started = time.perf_counter()
-                found.extend(self.detect(name, arm, images))
-                seconds += time.perf_counter() - started
-                targets.extend(self.scored_targets(name, batch_targets))
-            metrics[f"{name}_ms_per_image"] = 1000 * seconds / max(len(targets), 1)
-            found = [self._kept(d) for d in found]
+        for name in arms:
+            metrics[f"{name}_ms_per_image"] = 1000 * seconds[name] / max(len(targets[name]), 1)
             for iou_type, prefix in (("bbox", ""), ("segm", "mask_")):
                 if iou_type == "segm" and not self.with_masks:
                     continue
                 scores = coco_ap(
-                    found,
-                    targets,
+                    found[name],
+                    targets[name],
                     num_classes,
                     iou_type,
                     areas,

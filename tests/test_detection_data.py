@@ -261,3 +261,15 @@ def test_detection_base_reads_coco_at_paper_scale(tmp_path):
         assert x.shape == (2, 3, 32, 32) and len(targets) == 2
     batches = list(recipe._test_batches())
     assert len(batches) == 1 and batches[0][0].shape == (2, 3, 32, 32)
+
+
+def test_the_registry_checks_a_coco_folder_through_its_loader(tmp_path):
+    from papercli.data import registry as datasets
+    from papercli.errors import PapercliError
+
+    _tiny_coco(tmp_path)
+    assert datasets.get("coco").load(tmp_path) == tmp_path
+    with pytest.raises(PapercliError, match="not downloadable"):
+        datasets.get("coco").load(None)
+    with pytest.raises(PapercliError, match="instances_train2017"):
+        datasets.get("coco").load(tmp_path / "annotations")

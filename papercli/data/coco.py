@@ -32,6 +32,15 @@ def annotation_file(root: Path, split: str) -> Path:
     return path
 
 
+def check_layout(root: Path | None) -> Path:
+    """`root` when it holds both splits of the layout above (the data-set registry's loader)."""
+    if root is None:
+        raise PapercliError(f"COCO is not downloadable: pass --data DIR, {LAYOUT}")
+    for split in ("train2017", "val2017"):
+        annotation_file(root, split)
+    return Path(root)
+
+
 class CocoDetection(torch.utils.data.Dataset):
     """(image (3, size, size) normalised, target) pairs; a target holds 'boxes' (k, 4) xyxy in
     the letterboxed pixels, 'labels' (k,) int64 and, with `with_masks`, 'masks' (k, size, size)."""

@@ -168,18 +168,6 @@ DATASETS: dict[str, DatasetSpec] = {
             how_to_get="--data PATH to a folder of .txt files (not downloadable)",
         ),
         DatasetSpec(
-            name="scenes",
-            description="Fashion-MNIST photos placed on 64-px canvases with boxes and masks "
-            "(generated, deterministic from a seed)",
-            kind="detection",
-            shape=(1, 64, 64),
-            loader="papercli.data.fashion_mnist:load",  # the photos the scenes are made of
-            num_classes=10,
-            offline=True,
-            how_to_get="made from Fashion-MNIST: apt-get install dataset-fashion-mnist, "
-            "or python -m papercli.data.fashion_mnist",
-        ),
-        DatasetSpec(
             name="ade20k",
             description="ADE20K scene parsing: 20k train / 2k val images, 150 classes",
             kind="segmentation",
@@ -202,7 +190,7 @@ DATASETS: dict[str, DatasetSpec] = {
             description="COCO 2017 detection: 118k train / 5k val images, 80 classes, boxes + masks",
             kind="detection",
             shape=(3, 0, 0),
-            loader="papercli.data.coco:annotation_file",
+            loader="papercli.data.coco:check_layout",
             num_classes=80,
             train_size=118287,
             test_size=5000,

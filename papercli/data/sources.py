@@ -35,11 +35,6 @@ def fashion_mnist() -> Status:
         return Status(False, f"missing: {exc}")
 
 
-def scenes() -> Status:
-    """Scenes are generated from Fashion-MNIST photos: present when those are."""
-    return fashion_mnist()
-
-
 def digits() -> Status:
     if importlib.util.find_spec("sklearn") is None:
         return Status(False, "missing: pip install scikit-learn")

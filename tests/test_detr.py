@@ -163,9 +163,6 @@ def test_detections_are_every_query_and_nms_only_removes_duplicates():
     assert not torch.equal(first[0]["scores"], plain[0]["scores"])  # the first decoder layer's
 
 
-_cli = run_cli
-
-
 TINY = (
     "items=digits", "canvas=32", "train_images=64", "test_images=16", "dim=16", "heads=2",
     "enc_layers=1", "dec_layers=2", "ff_dim=32", "queries=4", "eval_every=2",
@@ -177,7 +174,7 @@ def test_a_few_real_training_steps_in_a_subprocess(tmp_path):
     args = ["reproduce", "detr", "--steps", "4", "--batch-size", "8", "--out", str(out)]
     for setting in TINY:
         args += ["--set", setting]
-    proc = _cli(*args)
+    proc = run_cli(*args)
     assert proc.returncode in (0, 1), proc.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
@@ -189,10 +186,10 @@ def test_a_few_real_training_steps_in_a_subprocess(tmp_path):
 
 
 def test_paper_scale_dry_run_and_its_missing_data(tmp_path):
-    proc = _cli("reproduce", "detr", "--scale", "paper", "--dry-run", "--json")
+    proc = run_cli("reproduce", "detr", "--scale", "paper", "--dry-run", "--json")
     assert proc.returncode == 0, proc.stderr
     assert "41302368" in proc.stdout.replace(",", "").replace("_", "")
-    proc = _cli("reproduce", "detr", "--scale", "paper", "--out", str(tmp_path / "p"))
+    proc = run_cli("reproduce", "detr", "--scale", "paper", "--out", str(tmp_path / "p"))
     assert proc.returncode != 0
     assert "COCO 2017" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -99,3 +99,15 @@ def test_two_steps_do_not_reproduce(runner, tmp_path):
     settings = ("dataset=digits", "ae_ch_mult=1,2", "fd_classifier_steps=20", "sample_steps=5")
     failed = two_step_control(runner, "latent-diffusion", tmp_path / "control", *settings)
     assert "ae_recon_mse" in failed  # the absolute floor: 2 steps learn nothing
+
+
+def test_train_flops_count_the_forward_and_both_backward_products():
+    """The arms are given equal training FLOPs, counted by `train_flops`: for a bias-free linear
+    layer of 16 → 8 that is 2·16·8 forward, and as much again for each of the input's and the
+    weight's gradients (only the weight's when the input needs none)."""
+    from papercli.recipes.latent_diffusion import train_flops
+
+    layer = torch.nn.Linear(16, 8, bias=False, device="meta")
+    x = torch.empty(1, 16, device="meta", requires_grad=True)
+    assert train_flops(layer, x) == 3 * 2 * 16 * 8
+    assert train_flops(layer, torch.empty(1, 16, device="meta")) == 2 * 2 * 16 * 8

@@ -72,3 +72,20 @@ def test_a_few_real_training_steps_of_both_roi_layers(runner, tmp_path):
 def test_two_steps_do_not_reproduce(runner, tmp_path):
     failed = two_step_control(runner, "mask-rcnn", tmp_path / "control", TINY[0])
     assert "align_mask_map" in failed  # the absolute floor
+
+
+def test_the_two_arms_differ_only_in_the_roi_layer():
+    """Table 2c's ablation is fair: the align and pool arms are one detector config but for the
+    RoI layer (both with the mask head, the nuclei's one class, one input channel)."""
+    from dataclasses import replace
+
+    from papercli.recipes.mask_rcnn import MINI, MaskRCNNRecipe
+    from papercli.reproduce.recipe import Context
+
+    ctx = Context(device=torch.device("cpu"), seed=0)
+    ctx.split_batch(MINI.batch_size, 0)
+    recipe = MaskRCNNRecipe(MINI, ctx)
+    align, pool = recipe.arm_config("align"), recipe.arm_config("pool")
+    assert (align.roi, pool.roi) == ("align", "pool")
+    assert align.mask and align.num_classes == 1 and align.in_channels == 1
+    assert replace(align, roi="pool") == pool

@@ -18,8 +18,9 @@ from typing import NamedTuple
 
 from papercli import paths
 
-# bump when these tables change (3: snapshots); the registry passes its own schema version too
-FORMAT = "3"
+# bump when these tables change (3: snapshots; 4: records one by one, with names, years and ids);
+# the registry passes its own schema version too
+FORMAT = "4"
 RACY_NS = 2_000_000_000  # coarse file-system clocks (FAT: 2 s) tick this slowly
 # Search columns, each with its bm25 weight: a hit in the id or title counts most.
 COLUMNS = (
@@ -59,35 +60,41 @@ PARALLEL_MIN = 400  # files to check before a second process pays for its start 
 
 def check_all(check: Callable, items: list[tuple[Path, bytes | None]]) -> list[tuple]:
     """`check(path, content)` for every item, in order. A first run over thousands of files is
-    YAML parsing bound (~250 us a file, mostly in libyaml): forked workers share it out over the
-    cores. Workers return only the stored pair; a file they find broken is checked again here,
-    so its problems (exceptions with their own arguments) never cross a process boundary."""
+    YAML parsing bound (~300 us a file, mostly in libyaml): forked workers share it out over the
+    cores. They inherit `items` with the fork and are sent only ranges of it (not ~50 MB of
+    file contents through pipes), and return only the stored pairs; a file they find broken is
+    checked again here, so its problems (exceptions with their own arguments) never cross a
+    process boundary."""
+    global _FORKED_ITEMS
     workers = min(os.cpu_count() or 1, 8)
     if len(items) < PARALLEL_MIN or workers < 2 or not hasattr(os, "fork"):
         return [check(path, content) for path, content in items]
-    import functools
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    step = max(16, len(items) // (workers * 8))
+    ranges = [(check, start, min(start + step, len(items))) for start in range(0, len(items), step)]
+    _FORKED_ITEMS = items  # set before the pool forks its workers, which read it
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            pairs = list(
-                pool.map(
-                    functools.partial(_pair_of, check),
-                    items,
-                    chunksize=max(16, len(items) // (workers * 8)),
-                )
-            )
+            pairs = [pair for part in pool.map(_pairs_in, ranges) for pair in part]
     except (OSError, RuntimeError):  # no processes to be had (limits, sandboxes): do it here
         return [check(path, content) for path, content in items]
+    finally:
+        _FORKED_ITEMS = []
     return [
         (pair, []) if pair is not None else check(path, content)
         for pair, (path, content) in zip(pairs, items, strict=True)
     ]
 
 
-def _pair_of(check: Callable, item: tuple[Path, bytes | None]):
-    return check(*item)[0]
+_FORKED_ITEMS: list[tuple[Path, bytes | None]] = []
+
+
+def _pairs_in(task: tuple[Callable, int, int]) -> list:
+    """In a worker: the stored pair (or None) of each inherited item in [start, stop)."""
+    check, start, stop = task
+    return [check(*item)[0] for item in _FORKED_ITEMS[start:stop]]
 
 
 def content_hash(data: bytes) -> bytes:
@@ -305,19 +312,35 @@ class Index:
         ).fetchone()
         return row[1] if row is not None and row[0] == signature else None
 
-    def store_snapshot(self, name: str, signature: bytes, newest_ns: int, data: bytes) -> None:
-        """Store a snapshot unless its newest file (changed at `newest_ns`) is within RACY_NS
-        of now: a same-size edit in the same clock tick could then hide behind its signature."""
+    def store_snapshot(self, parts: dict[str, bytes], signature: bytes, newest_ns: int) -> None:
+        """Store a snapshot's parts (name -> data), all in one transaction, unless its newest
+        file (changed at `newest_ns`) is within RACY_NS of now: a same-size edit in the same
+        clock tick could then hide behind its signature."""
         now = time.time_ns()
         if newest_ns + RACY_NS >= now:
             return  # a file this recent could change unseen within a clock tick: next run
         try:
-            self.conn.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
-                (name, signature, now, data),
-            )
+            self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
-            pass  # locked past the timeout by another writer: the next run stores it
+            return  # locked past the timeout by another writer: the next run stores it
+        try:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
+                [(name, signature, now, data) for name, data in parts.items()],
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def light_records(self, rowids: list[int]) -> dict[int, bytes]:
+        """rowid -> the stored light record (see sync_directory) of some files."""
+        out: dict[int, bytes] = {}
+        for start in range(0, len(rowids), 900):  # SQLite's limit on bound parameters
+            chunk = rowids[start : start + 900]
+            sql = f"SELECT rowid, light FROM files WHERE rowid IN ({', '.join('?' * len(chunk))})"
+            out.update(self.conn.execute(sql, chunk))
+        return out
 
     # ------------------------------------------------------------------------- search documents
     def docs_current(self, signature: bytes) -> bool:

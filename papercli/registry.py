@@ -13,14 +13,14 @@ import math
 import operator
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
 
 from papercli import paths
-from papercli.errors import RegistryError, UnknownPaperError, preview
+from papercli.errors import PapercliError, RegistryError, UnknownPaperError, preview
 
 try:  # libyaml's C loader is ~10x faster; fall back to the pure-Python safe loader.
     _BaseLoader: type = yaml.CSafeLoader
@@ -46,6 +46,17 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     and sequences (~90% of a paper file), handing every other node to the safe constructor:
     PyYAML's generic construction is pure Python and cost ~70% of parsing a file, which a first
     run over 10,000 files pays 10,000 times. Same result."""
+
+    def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
+        """The base's tag resolution without its generality (path resolvers, per-call list
+        concatenation): libyaml calls it for every node, ~160 times per paper file."""
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in _IMPLICIT.get(value[:1], _WILDCARD):  # type: ignore[index]
+                    if regexp.match(value):
+                        return tag
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
 
     def construct_document(self, node: yaml.Node) -> object:
         self._built: dict[yaml.Node, object] = {}
@@ -96,6 +107,14 @@ _PENDING, _BUILDING = object(), object()
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+assert not _Loader.yaml_path_resolvers  # _Loader.resolve leaves them out
+# the implicit resolvers by a scalar's first character, with those for any character after
+_WILDCARD = tuple(_Loader.yaml_implicit_resolvers.get(None, ()))
+_IMPLICIT = {
+    first: (*resolvers, *_WILDCARD)
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+    if first is not None
+}
 
 
 class _Lazy:
@@ -853,8 +872,11 @@ def load_file(path: Path) -> Paper:
 
 
 # ----------------------------------------------------------------------------- the registry
+_SUFFIXES = (".yaml", ".yml")
+
+
 def _is_registry_file(name: str) -> bool:
-    return name.endswith((".yaml", ".yml")) and not name.startswith(".")
+    return name.endswith(_SUFFIXES) and not name.startswith(".")
 
 
 # Parsing YAML costs ~250 us a file; the SQLite index (papercli.index) keeps each valid file's
@@ -935,11 +957,16 @@ def _check_for_index(path: Path, content: bytes | None) -> tuple[tuple[bytes, by
 
 def registry_entries(directory: Path) -> list[os.DirEntry]:
     """The registry files of one folder, by name (none when it is not a folder)."""
-    try:
-        found = [e for e in os.scandir(directory) if _is_registry_file(e.name) and e.is_file()]
+    try:  # _is_registry_file inlined, and attrgetter: no Python call per file (10,000 of them)
+        found = [
+            e
+            for e in os.scandir(directory)
+            if e.name.endswith(_SUFFIXES) and e.name[0] != "." and e.is_file()
+        ]
     except OSError:
         return []
-    return sorted(found, key=lambda e: e.name)
+    found.sort(key=operator.attrgetter("name"))
+    return found
 
 
 def scan_directory(
@@ -1137,15 +1164,16 @@ class _Snapshot:
 
         entries = [registry_entries(layer) for layer in layers]
         snap = cls("light:" + "\n".join(str(layer) for layer in layers), entries)
-        # (name, mtime, size) of every file; DirEntry keeps its stat for the scan that may follow
-        stats = [
-            [(e.name, st.st_mtime_ns, st.st_size) for e in found for st in (e.stat(),)]
-            for found in entries
-        ]
-        snap.signature = hashlib.blake2b(
-            marshal.dumps(([str(layer) for layer in layers], stats)), digest_size=16
-        ).digest()
-        snap.newest_ns = max((s[1] for found in stats for s in found), default=0)
+        # the names, mtimes and sizes of every file, a list of each (a tuple per file cost a
+        # third more at 10,000); DirEntry keeps its stat for the scan that may follow
+        digest = hashlib.blake2b(snap.name.encode("utf-8", "surrogateescape"), digest_size=16)
+        for found in entries:
+            stats = [e.stat() for e in found]
+            mtimes = [st.st_mtime_ns for st in stats]
+            sizes = [st.st_size for st in stats]
+            digest.update(marshal.dumps(([e.name for e in found], mtimes, sizes)))
+            snap.newest_ns = max(snap.newest_ns, max(mtimes, default=0))
+        snap.signature = digest.digest()
         return snap
 
     def load(self) -> Loaded | None:
@@ -1155,11 +1183,9 @@ class _Snapshot:
         blob = idx.snapshot(self.name, self.signature) if idx else None
         if blob is None:
             return None
-        make = tuple.__new__  # as scan_directory does
-        with _collector_paused():
-            records, files, rowids = marshal.loads(blob)
-            papers = [make(Listed, r) for r in records]
-        return Loaded(papers, [], files, rowids, self.signature)
+        files, rowids, names, years, ids = marshal.loads(blob)
+        stored = StoredRecords(self, rowids, names, years, ids)
+        return Loaded(stored, [], files, rowids, self.signature)  # type: ignore[arg-type]
 
     def store(self, loaded: Loaded) -> None:
         import marshal
@@ -1167,9 +1193,85 @@ class _Snapshot:
         idx = open_index()
         if idx is None:
             return
-        rows = idx.rowids([str(p.source) for p in loaded.papers])
-        blob = marshal.dumps(([tuple(p) for p in loaded.papers], loaded.files, rows))
-        idx.store_snapshot(self.name, self.signature, self.newest_ns, blob)
+        papers = loaded.papers
+        rows = idx.rowids([str(p.source) for p in papers])
+        if rows is None:
+            return  # a file without a row (no index home when it was read): nothing to serve
+        years, ids = [p.year for p in papers], [p.id for p in papers]
+        head = marshal.dumps((loaded.files, rows, _names(papers), years, ids))
+        records = marshal.dumps([tuple(p) for p in papers])
+        parts = {self.name: head, self.name + ":records": records}
+        idx.store_snapshot(parts, self.signature, self.newest_ns)
+
+
+class StoredRecords(Sequence):
+    """A snapshot's Listed records, built when first asked for. What a lookup and a ranking
+    need of every paper (its names, year and id) comes with the snapshot; `show` and `search`
+    read only the records they print (a handful of 10,000) from the index's rows, `list`
+    reads all of them at once from the snapshot's second part."""
+
+    def __init__(self, snapshot: _Snapshot, rowids: list[int], names: dict, years: list, ids: list):
+        self.snapshot = snapshot
+        self.rowids = rowids
+        self.names = names  # as Registry._index, each name -> a position
+        self.years = years
+        self.ids = ids
+        self._built: dict[int, Listed] = {}  # one object per record, so `is` holds
+        self._all: list[Listed] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rowids)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice) or self._all is not None:
+            return self.all()[i]
+        if i not in self._built:
+            import marshal
+
+            idx = open_index()
+            blob = idx.light_records([self.rowids[i]]).get(self.rowids[i]) if idx else None
+            if blob is None:  # the index went away under us
+                return self.all()[i]
+            self._built[i] = tuple.__new__(Listed, marshal.loads(blob))
+        return self._built[i]
+
+    def __iter__(self) -> Iterator[Listed]:
+        return iter(self.all())
+
+    def all(self) -> list[Listed]:
+        if self._all is not None:
+            return self._all
+        import marshal
+
+        idx = open_index()
+        snap = self.snapshot
+        blob = idx.snapshot(snap.name + ":records", snap.signature) if idx else None
+        make, built = tuple.__new__, self._built  # as scan_directory does
+        with _collector_paused():
+            if blob is not None:
+                records = marshal.loads(blob)
+            else:  # replaced in between by another process's newer snapshot: the rows hold them
+                rows = idx.light_records(self.rowids) if idx else {}
+                if len(rows) != len(self.rowids):
+                    raise PapercliError(
+                        "the index changed while it was read: run the command again"
+                    )
+                records = [marshal.loads(rows[r]) for r in self.rowids]
+            self._all = [built.get(i) or make(Listed, r) for i, r in enumerate(records)]
+        return self._all
+
+
+def _names(papers: Iterable[Paper | Listed]) -> dict[str, int]:
+    """Every name a paper answers to (id, aliases, squashed forms, arXiv id) -> its position;
+    the first paper with a name keeps it."""
+    names: dict[str, int] = {}
+    for i, paper in enumerate(papers):
+        for key in (paper.id, *paper.aliases):
+            names.setdefault(key.lower(), i)
+            names.setdefault(_squash(key), i)
+        if paper.arxiv:
+            names.setdefault(paper.arxiv.lower(), i)
+    return names
 
 
 def validate_directory(
@@ -1222,23 +1324,25 @@ class Registry:
         rowids: list[int] | None = None,
         signature: bytes | None = None,
     ):
-        self.papers = papers
+        # a snapshot's records are built when first asked for (see StoredRecords)
+        self.stored = papers if isinstance(papers, StoredRecords) else None
+        self._papers = papers
         self.problems = list(problems)  # of files left out; read commands warn about them
         self.rowids = rowids  # see Loaded: search reads documents by these
         self.signature = signature
+
+    @property
+    def papers(self) -> list[Paper]:
+        if isinstance(self._papers, StoredRecords):
+            self._papers = self._papers.all()  # type: ignore[assignment]
+        return self._papers  # type: ignore[return-value]
 
     @functools.cached_property
     def _index(self) -> dict[str, Paper]:
         """Every name a paper answers to (id, aliases, squashed forms, arXiv id). Built on the
         first lookup: `list` never needs it, and at 10,000 papers it costs more than the rest."""
-        index: dict[str, Paper] = {}
-        for paper in self.papers:
-            for key in (paper.id, *paper.aliases):
-                index.setdefault(key.lower(), paper)
-                index.setdefault(_squash(key), paper)
-            if paper.arxiv:
-                index.setdefault(paper.arxiv.lower(), paper)
-        return index
+        papers = self.papers
+        return {name: papers[i] for name, i in _names(papers).items()}
 
     @classmethod
     def load(cls, directories: Iterable[Path] | None = None, *, light: bool = False) -> Registry:
@@ -1265,6 +1369,9 @@ class Registry:
         keys = tuple(dict.fromkeys(k for k in keys if k))
         if not keys:
             return None
+        if self.stored is not None:  # the snapshot stored every name
+            i = self._stored_position(keys)
+            return None if i is None else self.stored[i]
         if "_index" in self.__dict__ or len(self.papers) < 200:
             return next((self._index[k] for k in keys if k in self._index), None)
         # a squashed name holds letters and digits only; its first letter must be in the name
@@ -1283,6 +1390,17 @@ class Registry:
             if keys[0] in found:
                 return found[keys[0]]
         return next((found[k] for k in keys if k in found), None)
+
+    def _stored_position(self, keys: Iterable[str]) -> int | None:
+        names = self.stored.names  # type: ignore[union-attr]
+        return next((names[k] for k in keys if k in names), None)
+
+    def position(self, name: str) -> int | None:
+        """Where the paper `find(name)` gives sits among a snapshot's records (see `stored`);
+        None when there is no such paper or no snapshot."""
+        if self.stored is None:
+            return None
+        return self._stored_position((name.strip().lower(), _squash(name)))
 
     def find(self, name: str) -> Paper | None:
         """The paper whose id or alias is `name` (case, spaces and dashes aside), if any."""

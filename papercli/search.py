@@ -11,6 +11,7 @@ import heapq
 import math
 import os
 import re
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,62 +79,95 @@ def _signature(registry: Registry, *mtimes: dict[str, int]) -> bytes | None:
     return hashlib.blake2b(registry.signature + stored, digest_size=16).digest()
 
 
+class _Rows(NamedTuple):
+    """The rows a query may rank, and per row its paper and its tie-break (newer, then id)."""
+
+    paper: Callable[[int], Paper | Listed]
+    tie: Callable[[int], tuple]
+    allowed: Collection[int]
+    first: int | None  # the row of the paper the query names, which leads
+
+
 def search(registry: Registry, text: str, limit: int = 20) -> list[Hit]:
     """Hits for a query over `registry`, best first. A light registry (Listed papers) does:
     filters and hits need only what a listing has; documents come from the index."""
     query = parse(text)
-    candidates = [p for p in registry.papers if query.accepts(p)]
     if not query.terms:
-        candidates.sort(key=lambda p: (-p.year, p.id))
+        candidates = sorted(
+            (p for p in registry.papers if query.accepts(p)), key=lambda p: (-p.year, p.id)
+        )
         return [Hit(p, 0.0) for p in candidates[:limit]]
     idx = open_index() or index.Index.open(0, Path(":memory:"))
     assert idx is not None  # an in-memory database always opens
     # a document is rebuilt when its file's row was replaced or what fetch stored changed
     meta, texts = _mtimes(cache.metadata_dir()), _mtimes(cache.fulltext_dir())
     signature = _signature(registry, meta, texts)
-    if signature and registry.rowids is not None and idx.docs_current(signature):
-        # the same files and fetched texts as the last search: every document is current
-        rowids = {str(p.source): r for p, r in zip(registry.papers, registry.rowids, strict=True)}
-    else:
-        docs = {
-            str(p.source): f"{meta.get(p.id + '.json', 0)}:{texts.get(p.id + '.txt', 0)}"
-            for p in registry.papers
-        }
-        rowids = idx.sync_docs(docs, _build, signature)
-    by_row = {rowids[str(p.source)]: p for p in candidates if str(p.source) in rowids}
-    rank = _rank_fts if idx.fts else _rank_plain
-    scores = rank(idx, query, by_row)
-    # a query that is a paper's id or alias ('flash attention', 'resnet') puts that paper first
-    named = registry.find(" ".join(w for t in query.positive for w in t.words))
-    best = _order(scores, by_row, limit, first=named)
+    current = signature is not None and registry.rowids is not None and idx.docs_current(signature)
+    rows = _stored_rows(registry, query) if current and not query.filters else None
+    if rows is None:
+        if current:  # the same files and fetched texts as the last search
+            served = (str(p.source) for p in registry.papers)
+            rowids = dict(zip(served, registry.rowids, strict=True))  # type: ignore[arg-type]
+        else:
+            docs = {
+                str(p.source): f"{meta.get(p.id + '.json', 0)}:{texts.get(p.id + '.txt', 0)}"
+                for p in registry.papers
+            }
+            rowids = idx.sync_docs(docs, _build, signature)
+        rows = _accepted_rows(registry, query, rowids)
+    scores = (_rank_fts if idx.fts else _rank_plain)(idx, query, rows.allowed)
+    best = heapq.nsmallest(
+        limit, scores.items(), key=lambda rs: (rs[0] != rows.first, -rs[1], rows.tie(rs[0]))
+    )
     # snippets only for what is shown: FTS5 builds each one from the document's text
     snippets = _snippets_fts(idx, query, best) if idx.fts else _snippets_plain(idx, query, best)
-    return [Hit(by_row[r], s, snippets.get(r, "")) for r, s in best]
+    return [Hit(rows.paper(r), s, snippets.get(r, "")) for r, s in best]
 
 
-def _order(
-    scores: dict[int, float], by_row: dict[int, Paper], limit: int, first: object = None
-) -> list[tuple[int, float]]:
-    """The `limit` best (rowid, score), ties by newer then id; the paper `first` leads."""
-    best = heapq.nsmallest(
-        limit,
-        scores.items(),
-        key=lambda rs: (by_row[rs[0]] is not first, -rs[1], -by_row[rs[0]].year, by_row[rs[0]].id),
+def _stored_rows(registry: Registry, query: Query) -> _Rows | None:
+    """Every served row of a snapshot's registry, with each paper's year and id from the
+    snapshot: only the records shown get built (a word query at 10,000 papers)."""
+    stored, rowids = registry.stored, registry.rowids
+    if stored is None or rowids is None:
+        return None
+    at = {r: i for i, r in enumerate(rowids)}
+    named = registry.position(_words(query))
+    return _Rows(
+        lambda r: stored[at[r]],
+        lambda r: (-stored.years[at[r]], stored.ids[at[r]]),
+        at,
+        rowids[named] if named is not None else None,
     )
-    return best
 
 
-def _rank_fts(idx: index.Index, query: Query, by_row: dict[int, Paper]) -> dict[int, float]:
+def _accepted_rows(registry: Registry, query: Query, rowids: dict[str, int]) -> _Rows:
+    """The rows (`rowids`: a file's path -> its row) of the papers the query's filters accept."""
+    by_row = {
+        rowids[str(p.source)]: p
+        for p in registry.papers
+        if query.accepts(p) and str(p.source) in rowids
+    }
+    # a query that is a paper's id or alias ('flash attention', 'resnet') puts that paper first
+    named = registry.find(_words(query))
+    first = next((r for r, p in by_row.items() if p is named), None) if named else None
+    return _Rows(by_row.__getitem__, lambda r: (-by_row[r].year, by_row[r].id), by_row, first)
+
+
+def _words(query: Query) -> str:
+    return " ".join(w for t in query.positive for w in t.words)
+
+
+def _rank_fts(idx: index.Index, query: Query, rows: Collection[int]) -> dict[int, float]:
     """bm25 score of every candidate that matches (all positive terms, or any when none has
     them all), less those matching a negated term."""
     excluded = {r for t in query.negative for r, _ in idx.match(t.fts())}
     if not query.positive:
-        return {r: 0.0 for r in by_row if r not in excluded}
+        return {r: 0.0 for r in rows if r not in excluded}
     for any_term in (False, True):  # every word first; any word when no paper has them all
         scores = {
             r: s
             for r, s in idx.match(query.fts(any_term=any_term))
-            if r in by_row and r not in excluded
+            if r in rows and r not in excluded
         }
         if scores or len(query.positive) == 1:
             break
@@ -172,8 +206,8 @@ def _hits(tokens: list[str], term: Term) -> list[int]:
     ]
 
 
-def _rank_plain(idx: index.Index, query: Query, by_row: dict[int, Paper]) -> dict[int, float]:
-    docs = idx.documents(by_row)
+def _rank_plain(idx: index.Index, query: Query, rows: Collection[int]) -> dict[int, float]:
+    docs = idx.documents(rows)
     toks = {
         r: {c: _TOKEN.findall(_fold(v or "")) for c, v in cols.items()} for r, cols in docs.items()
     }

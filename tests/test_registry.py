@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -495,3 +496,29 @@ def test_the_fast_loader_builds_what_the_safe_loader_builds(doc):
     assert repr(fast) == repr(safe)
     if isinstance(safe, dict) and "y" in safe:
         assert fast["x"] is fast["y"]
+
+
+def test_the_loaders_tag_resolution_is_the_safe_loaders():
+    """registry._Loader resolves tags by itself (libyaml asks for every node); every kind of
+    scalar, quoted or not, must come out as the safe loader makes it."""
+    import yaml
+
+    from papercli.registry import _Loader
+
+    text = textwrap.dedent(
+        """\
+        ints: [0, -3, +7, 0x1F, 0o17, 1_000, '12']
+        floats: [1.5, -2e3, .inf, -.Inf, 6.02e+23, "1.5"]
+        bools: [true, False, yes, No, on, OFF, "true"]
+        nulls: [~, null, Null, '', "null"]
+        dates: [2021-01-05, 2021-01-05T10:00:00Z, "2021-01-05"]
+        strings: [plain, '=', "=", 'x: y', -dash, .dot, <angle, "~"]
+        empty:
+        merged: {<<: {a: 1}, b: 2}
+        nested: [[1, [2, {k: v}]], {}]
+        """
+    )
+    assert yaml.load(text, Loader=_Loader) == yaml.load(text, Loader=yaml.SafeLoader)
+    for path in sorted((REPO / "registry" / "papers").glob("*.yaml")):
+        doc = path.read_text(encoding="utf-8")
+        assert yaml.load(doc, Loader=_Loader) == yaml.load(doc, Loader=yaml.SafeLoader), path

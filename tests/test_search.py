@@ -198,6 +198,44 @@ def test_a_snapshot_serves_unchanged_folders_and_never_a_changed_one(user_regist
     assert [i for i, _ in listed()] == ["snap-a"]
 
 
+def test_a_snapshot_search_ranks_as_a_full_load_and_builds_only_what_it_shows(user_registry):
+    """Served from a snapshot, a query of words ranks by row with each paper's year and id from
+    the snapshot, and builds only the records it returns; the hits, scores and snippets are
+    those of the same search over fully built records. A named paper still leads."""
+    from papercli.registry import open_index
+    from papercli.search import search
+
+    old = time.time_ns() - 10_000_000_000  # older than the index's racy window
+    for i in range(12):  # equal documents but for their names: ties go to the newer, then id
+        f = write_paper(user_registry, f"snap-{i:02d}", alias=f"SN{i}", arxiv=f"2101.{100 + i:05d}")
+        year = 2015 + i % 4
+        f.write_text(f.read_text().replace("2021", str(year)).replace("2101.", f"{year % 100}01."))
+        os.utime(f, ns=(old, old))
+    Registry.load(light=True)  # reads the files and stores the snapshot
+    queries = ["attention", "testing", "test paper", "sn3", "paper -attention", "residual learning"]
+    for query in queries:
+        search(Registry.load(light=True), query, limit=5)  # the first search syncs documents
+        served = Registry.load(light=True)
+        assert served.stored is not None
+        fast = search(served, query, limit=5)
+        assert served.stored._all is None and len(served.stored._built) == len(fast)
+        full = Registry.load(light=True)
+        built = Registry(list(full.papers), full.problems, full.rowids, full.signature)
+        slow = search(built, query, limit=5)
+        assert fast, query
+        assert [(h.paper, h.score, h.snippet) for h in fast] == [
+            (h.paper, h.score, h.snippet) for h in slow
+        ]
+    assert search(Registry.load(light=True), "sn3", limit=5)[0].paper.id == "snap-03"
+    assert Registry.load(light=True).get("SN7").id == "snap-07"  # names from the snapshot
+
+    # the listing's part gone (another process replaced the snapshot): the rows still serve it
+    expected = Registry.load(light=True).papers
+    open_index().conn.execute("DELETE FROM snapshots WHERE name LIKE '%:records'")
+    served = Registry.load(light=True)
+    assert served.stored is not None and served.papers == expected
+
+
 def test_without_a_usable_index_everything_still_works(papercli_home, runner):
     papercli_home.mkdir(parents=True, exist_ok=True)
     (papercli_home / "cache").write_text("a file where the cache folder should be")

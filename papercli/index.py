@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 from papercli import paths
 
-# bump when these tables change (3: snapshots; 4: records one by one, with names, years and ids);
+# bump when these tables change (3: snapshots; 5: snapshots in parts, see registry.StoredRecords);
 # the registry passes its own schema version too
-FORMAT = "4"
+FORMAT = "5"
 RACY_NS = 2_000_000_000  # coarse file-system clocks (FAT: 2 s) tick this slowly
 # Search columns, each with its bm25 weight: a hit in the id or title counts most.
 COLUMNS = (

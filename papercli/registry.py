@@ -1183,9 +1183,21 @@ class _Snapshot:
         blob = idx.snapshot(self.name, self.signature) if idx else None
         if blob is None:
             return None
-        files, rowids, names, years, ids = marshal.loads(blob)
-        stored = StoredRecords(self, rowids, names, years, ids)
+        with _collector_paused():  # and frozen: what this command keeps is never traversed
+            files, rowids = marshal.loads(blob)
+        stored = StoredRecords(self, rowids)
         return Loaded(stored, [], files, rowids, self.signature)  # type: ignore[arg-type]
+
+    def part(self, suffix: str) -> object | None:
+        """A second part stored with this snapshot (None if another process replaced it)."""
+        import marshal
+
+        idx = open_index()
+        blob = idx.snapshot(self.name + suffix, self.signature) if idx else None
+        if blob is None:
+            return None
+        with _collector_paused():
+            return marshal.loads(blob)
 
     def store(self, loaded: Loaded) -> None:
         import marshal
@@ -1197,27 +1209,43 @@ class _Snapshot:
         rows = idx.rowids([str(p.source) for p in papers])
         if rows is None:
             return  # a file without a row (no index home when it was read): nothing to serve
-        years, ids = [p.year for p in papers], [p.id for p in papers]
-        head = marshal.dumps((loaded.files, rows, _names(papers), years, ids))
-        records = marshal.dumps([tuple(p) for p in papers])
-        parts = {self.name: head, self.name + ":records": records}
+        parts = {
+            self.name: marshal.dumps((loaded.files, rows)),
+            self.name + ":records": marshal.dumps([tuple(p) for p in papers]),
+            self.name + ":names": marshal.dumps(_names_years_ids(papers)),
+        }
         idx.store_snapshot(parts, self.signature, self.newest_ns)
 
 
 class StoredRecords(Sequence):
-    """A snapshot's Listed records, built when first asked for. What a lookup and a ranking
-    need of every paper (its names, year and id) comes with the snapshot; `show` and `search`
-    read only the records they print (a handful of 10,000) from the index's rows, `list`
-    reads all of them at once from the snapshot's second part."""
+    """A snapshot's Listed records, built when first asked for, in parts that each command
+    reads only if it needs them: every paper's names, year and id (`show` looks one up, `search`
+    ranks by row); single records from the index's rows (`show` and `search` build only those
+    they print, a handful of 10,000); all of them at once (`list`)."""
 
-    def __init__(self, snapshot: _Snapshot, rowids: list[int], names: dict, years: list, ids: list):
+    def __init__(self, snapshot: _Snapshot, rowids: list[int]):
         self.snapshot = snapshot
         self.rowids = rowids
-        self.names = names  # as Registry._index, each name -> a position
-        self.years = years
-        self.ids = ids
         self._built: dict[int, Listed] = {}  # one object per record, so `is` holds
         self._all: list[Listed] | None = None
+
+    @functools.cached_property
+    def _names_years_ids(self) -> tuple[dict[str, int], list[int], list[str]]:
+        found = self.snapshot.part(":names")
+        return found if found is not None else _names_years_ids(self.all())  # type: ignore[return-value]
+
+    @property
+    def names(self) -> dict[str, int]:
+        """As Registry._index: each name a paper answers to -> the paper's position."""
+        return self._names_years_ids[0]
+
+    @property
+    def years(self) -> list[int]:
+        return self._names_years_ids[1]
+
+    @property
+    def ids(self) -> list[str]:
+        return self._names_years_ids[2]
 
     def __len__(self) -> int:
         return len(self.rowids)
@@ -1243,14 +1271,11 @@ class StoredRecords(Sequence):
             return self._all
         import marshal
 
-        idx = open_index()
-        snap = self.snapshot
-        blob = idx.snapshot(snap.name + ":records", snap.signature) if idx else None
+        records = self.snapshot.part(":records")
         make, built = tuple.__new__, self._built  # as scan_directory does
         with _collector_paused():
-            if blob is not None:
-                records = marshal.loads(blob)
-            else:  # replaced in between by another process's newer snapshot: the rows hold them
+            if records is None:  # replaced by another process's newer snapshot: the rows hold them
+                idx = open_index()
                 rows = idx.light_records(self.rowids) if idx else {}
                 if len(rows) != len(self.rowids):
                     raise PapercliError(
@@ -1259,6 +1284,10 @@ class StoredRecords(Sequence):
                 records = [marshal.loads(rows[r]) for r in self.rowids]
             self._all = [built.get(i) or make(Listed, r) for i, r in enumerate(records)]
         return self._all
+
+
+def _names_years_ids(papers: list) -> tuple[dict[str, int], list[int], list[str]]:
+    return _names(papers), [p.year for p in papers], [p.id for p in papers]
 
 
 def _names(papers: Iterable[Paper | Listed]) -> dict[str, int]:

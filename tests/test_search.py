@@ -229,11 +229,14 @@ def test_a_snapshot_search_ranks_as_a_full_load_and_builds_only_what_it_shows(us
     assert search(Registry.load(light=True), "sn3", limit=5)[0].paper.id == "snap-03"
     assert Registry.load(light=True).get("SN7").id == "snap-07"  # names from the snapshot
 
-    # the listing's part gone (another process replaced the snapshot): the rows still serve it
+    # parts gone (another process replaced the snapshot): the rows still serve them
     expected = Registry.load(light=True).papers
+    open_index().conn.execute("DELETE FROM snapshots WHERE name LIKE '%:names'")
+    assert Registry.load(light=True).get("SN7").id == "snap-07"
     open_index().conn.execute("DELETE FROM snapshots WHERE name LIKE '%:records'")
     served = Registry.load(light=True)
     assert served.stored is not None and served.papers == expected
+    assert served.get("SN7") is served.papers[[p.id for p in expected].index("snap-07")]
 
 
 def test_without_a_usable_index_everything_still_works(papercli_home, runner):

@@ -58,43 +58,59 @@ class Row(NamedTuple):  # not a dataclass: see registry.Claim
 PARALLEL_MIN = 400  # files to check before a second process pays for its start (~30 ms)
 
 
-def check_all(check: Callable, items: list[tuple[Path, bytes | None]]) -> list[tuple]:
-    """`check(path, content)` for every item, in order. A first run over thousands of files is
-    YAML parsing bound (~300 us a file, mostly in libyaml): forked workers share it out over the
-    cores. They inherit `items` with the fork and are sent only ranges of it (not ~50 MB of
-    file contents through pipes), and return only the stored pairs; a file they find broken is
-    checked again here, so its problems (exceptions with their own arguments) never cross a
-    process boundary."""
-    global _FORKED_ITEMS
+def check_all(check: Callable, items: list[tuple[str, bytes | None]]) -> list[tuple[tuple, bytes]]:
+    """`check(path, content)` for every item, in order, each with the digest of the content
+    checked (b"" when unreadable); an item without content is read first, where it is checked.
+    A first run over thousands of files is YAML parsing bound (~300 us a file, mostly in
+    libyaml): forked workers share it out over the cores, and read and hash the files too. They
+    inherit `items` with the fork and are sent only ranges of it (not ~50 MB of file contents
+    through pipes), and return only the stored pairs; a file they find broken is checked again
+    here, so its problems (exceptions with their own arguments) never cross a process
+    boundary."""
+    global _FORKED
     workers = min(os.cpu_count() or 1, 8)
     if len(items) < PARALLEL_MIN or workers < 2 or not hasattr(os, "fork"):
-        return [check(path, content) for path, content in items]
+        return [_checked(check, path, content) for path, content in items]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     step = max(16, len(items) // (workers * 8))
-    ranges = [(check, start, min(start + step, len(items))) for start in range(0, len(items), step)]
-    _FORKED_ITEMS = items  # set before the pool forks its workers, which read it
+    ranges = [(start, min(start + step, len(items))) for start in range(0, len(items), step)]
+    _FORKED = (check, items)  # set before the pool forks its workers, which read it
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            pairs = [pair for part in pool.map(_pairs_in, ranges) for pair in part]
+            done = [pair for part in pool.map(_pairs_in, ranges) for pair in part]
     except (OSError, RuntimeError):  # no processes to be had (limits, sandboxes): do it here
-        return [check(path, content) for path, content in items]
+        return [_checked(check, path, content) for path, content in items]
     finally:
-        _FORKED_ITEMS = []
+        _FORKED = None
     return [
-        (pair, []) if pair is not None else check(path, content)
-        for pair, (path, content) in zip(pairs, items, strict=True)
+        ((pair, []), digest) if pair is not None else (check(path, content), digest)
+        for (pair, digest), (path, content) in zip(done, items, strict=True)
     ]
 
 
-_FORKED_ITEMS: list[tuple[Path, bytes | None]] = []
+_FORKED: tuple[Callable, list[tuple[str, bytes | None]]] | None = None
 
 
-def _pairs_in(task: tuple[Callable, int, int]) -> list:
-    """In a worker: the stored pair (or None) of each inherited item in [start, stop)."""
-    check, start, stop = task
-    return [check(*item)[0] for item in _FORKED_ITEMS[start:stop]]
+def _checked(check: Callable, path: str, content: bytes | None) -> tuple[tuple, bytes]:
+    if content is None:
+        try:
+            with open(path, "rb") as f:  # not Path(): 10,000 of those cost ~50 ms
+                content = f.read()
+        except OSError:
+            pass  # `check` reads it again and reports why it cannot
+    return check(path, content), content_hash(content) if content is not None else b""
+
+
+def _pairs_in(span: tuple[int, int]) -> list[tuple[object, bytes]]:
+    """In a worker: the stored pair (or None) and the digest of each inherited item in span."""
+    check, items = _FORKED  # type: ignore[misc]
+    out = []
+    for path, content in items[span[0] : span[1]]:
+        (pair, _), digest = _checked(check, path, content)
+        out.append((pair, digest))
+    return out
 
 
 def content_hash(data: bytes) -> bytes:
@@ -192,7 +208,7 @@ class Index:
         self,
         directory: Path,
         entries: list[os.DirEntry],
-        check: Callable[[Path, bytes | None], tuple[tuple[bytes, bytes] | None, list]],
+        check: Callable[[str, bytes | None], tuple[tuple[bytes, bytes] | None, list]],
         *,
         light: bool = False,
     ) -> tuple[list[bytes], list]:
@@ -229,20 +245,23 @@ class Index:
                 out.append(row.data)
                 self.current[entry.path] = (row.rowid, row.doc_sig)
                 continue
-            try:
-                with open(entry.path, "rb") as f:  # not Path(): 10,000 of those cost ~50 ms
-                    content: bytes | None = f.read()
-            except OSError:
-                content = None  # `check` reads it again and reports why it cannot
-            digest = content_hash(content) if content is not None else b""
-            if row is not None and content is not None and row.digest == digest:
-                out.append(row.data)  # touched, or racy but unchanged
-                touched.append((st.st_mtime_ns, st.st_size, now, row.rowid))
-                continue
-            pending.append((len(out), entry, st, row, content, digest))
+            content: bytes | None = None  # a new file is read where it is checked
+            if row is not None:
+                try:
+                    with open(entry.path, "rb") as f:
+                        content = f.read()
+                except OSError:
+                    pass  # `check` reads it again and reports why it cannot
+                if content is not None and row.digest == content_hash(content):
+                    out.append(row.data)  # touched, or racy but unchanged
+                    touched.append((st.st_mtime_ns, st.st_size, now, row.rowid))
+                    continue
+            pending.append((len(out), entry, st, row, content))
             out.append(None)  # filled in file order below, so the same file wins a clash
-        checked = check_all(check, [(Path(e.path), content) for _, e, _, _, content, _ in pending])
-        for (slot, entry, st, row, _, digest), (pair, found) in zip(pending, checked, strict=True):
+        checked = check_all(check, [(e.path, content) for _, e, _, _, content in pending])
+        for (slot, entry, st, row, _), ((pair, found), digest) in zip(
+            pending, checked, strict=True
+        ):
             problems += found
             if row is not None:
                 gone.append(row.rowid)  # replaced below, or valid before and broken now

@@ -935,11 +935,14 @@ class Listed(NamedTuple):
     source: str  # the file's path; a str, as building 10,000 Paths costs more than the rest
 
 
-def _check_for_index(path: Path, content: bytes | None) -> tuple[tuple[bytes, bytes] | None, list]:
+def _check_for_index(
+    where: str | Path, content: bytes | None
+) -> tuple[tuple[bytes, bytes] | None, list]:
     """What the index stores of one file: its validated paper marshalled in full and light
     (the fields of Listed, in order), or its problems."""
     import marshal
 
+    path = Path(where)
     try:
         if content is None:  # no index, or its read failed: check_file says why it fails
             content = path.read_bytes()
@@ -989,7 +992,7 @@ def scan_directory(
             raise sqlite3.OperationalError("no index")
         blobs, problems = idx.sync_directory(directory, entries, _check_for_index, light=light)
     except sqlite3.OperationalError:  # no writable home, or locked: parse, as the index would
-        found = [_check_for_index(Path(e.path), None) for e in entries]
+        found = [_check_for_index(e.path, None) for e in entries]
         blobs = [pair[light] for pair, _ in found if pair is not None]
         problems = [p for _, ps in found for p in ps]
     except sqlite3.DatabaseError:  # damaged under us: it holds nothing the YAML lacks

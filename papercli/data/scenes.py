@@ -12,6 +12,15 @@ How a scene is built (`SceneSpec`):
   `max_occlusion` of an earlier object's visible pixels — then another place is tried, so every
   object stays recognisable and its box is the tight box of what is visible.
 `classes` keeps only some item classes (SAM's and Grounding DINO's held-out classes).
+
+`clutter` (0 = none, the default: a black background) puts that many dim fragments of other
+photos of the same split behind the objects, like the textured backgrounds of natural images,
+where bottom-up grouping (selective search) also proposes background pieces and object parts:
+each fragment is a random crop (40-100 % of each side) of a photo resized like an item, scaled to
+a brightness of at most `clutter_contrast`, and drawn only where no object is. Fragments come from
+their own random stream, so a cluttered scene has exactly the objects, places and pixels of the
+same seed's plain scene; only the background differs, and the labels (classes, boxes, masks) too
+are unchanged: fragments are background, never objects.
 """
 
 from __future__ import annotations
@@ -34,12 +43,16 @@ class SceneSpec:
     max_size: int = 32
     max_occlusion: float = 0.4
     classes: tuple[int, ...] | None = None  # item classes allowed; None = all
+    clutter: int = 0  # background fragments of other photos per scene (0 = black background)
+    clutter_contrast: float = 0.5  # the brightest a fragment pixel may be
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError(f"need 1 <= min_objects <= max_objects, got {self}")
         if not 4 <= self.min_size <= self.max_size <= self.canvas:
             raise ValueError(f"need 4 <= min_size <= max_size <= canvas, got {self}")
+        if self.clutter < 0 or not 0 < self.clutter_contrast <= 1:
+            raise ValueError(f"need clutter >= 0 and 0 < clutter_contrast <= 1, got {self}")
 
 
 def _silhouette(item: np.ndarray) -> np.ndarray:
@@ -79,6 +92,23 @@ def _place(canvas, instances, visible, item, rng, spec) -> bool:
     return False
 
 
+def _clutter(canvas, instances, items, pool, rng, spec) -> None:
+    """Draw `spec.clutter` dim photo fragments into the background (where `instances` is 0),
+    brightest wins where fragments overlap."""
+    background = instances == 0
+    for _ in range(spec.clutter):
+        j = int(pool[rng.integers(len(pool))])
+        side = int(rng.integers(spec.min_size, spec.max_size + 1))
+        photo = _resized(items[j].astype(np.float32) / 255.0, side, side)
+        h, w = (int(rng.integers(max(2, int(0.4 * side)), side + 1)) for _ in range(2))
+        y0, x0 = int(rng.integers(0, side - h + 1)), int(rng.integers(0, side - w + 1))
+        piece = photo[y0 : y0 + h, x0 : x0 + w] * rng.uniform(0.5, 1.0) * spec.clutter_contrast
+        y = int(rng.integers(0, spec.canvas - h + 1))
+        x = int(rng.integers(0, spec.canvas - w + 1))
+        window, free = canvas[y : y + h, x : x + w], background[y : y + h, x : x + w]
+        window[free] = np.maximum(window[free], piece[free])
+
+
 def make_scenes(
     items: np.ndarray,
     labels: np.ndarray,
@@ -113,6 +143,10 @@ def make_scenes(
             if _place(images[i], instances[i], visible, item, rng, spec):
                 scene_classes.append(int(labels[j]))
         classes.append(np.asarray(scene_classes, np.int64))
+    if spec.clutter:  # a stream of its own: the objects are those of the plain scenes
+        rng_clutter = np.random.default_rng([seed, 1])
+        for i in range(count):
+            _clutter(images[i], instances[i], items, pool, rng_clutter, spec)
     return InstanceSet(images, instances, classes, class_names)
 
 

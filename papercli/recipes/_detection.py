@@ -44,6 +44,8 @@ class DetectionConfig(TrainConfig):
     max_objects: int = bounded(4, ge=1)
     min_size: int = bounded(12, ge=4)
     max_size: int = bounded(32, ge=4)
+    clutter: int = bounded(0, ge=0)  # scenes: dim photo fragments behind the objects (0 = none)
+    clutter_contrast: float = bounded(0.5, gt=0.0, le=1.0)  # … and their brightest pixel
     holdout: float = bounded(0.25, gt=0.0, lt=1.0)  # nuclei: share of the image never trained on
     flip: bool = True  # horizontal flips, as every detector here trains
     score_threshold: float = fraction(0.05)  # detections below are dropped before AP (COCO)
@@ -73,6 +75,7 @@ class DetectionRecipe(Recipe):
         return (
             f"scenes: {c.train_images:,} train / {c.test_images:,} test {c.canvas}px canvases of "
             f"{c.min_objects}-{c.max_objects} {c.items} items, {c.min_size}-{c.max_size}px"
+            + (f", {c.clutter} background fragments" if c.clutter else "")
         )
 
     def dataset_name(self) -> str:
@@ -115,6 +118,8 @@ class DetectionRecipe(Recipe):
                 min_size=c.min_size,
                 max_size=c.max_size,
                 classes=self.scene_classes(split),
+                clutter=c.clutter,
+                clutter_contrast=c.clutter_contrast,
             )
 
         self.train_set, self.test_set = (

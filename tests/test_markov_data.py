@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from papercli.data.markov import MarkovSource, Sequences
+from papercli.data.markov import DomainMixture, MarkovSource, Sequences
 
 
 def two_state_chain() -> MarkovSource:
@@ -57,3 +57,17 @@ def test_sequences_give_next_token_targets_within_each_row():
     assert x.tolist() == [[8, 9, 10], [0, 1, 2]]
     assert y.tolist() == [[9, 10, 11], [1, 2, 3]]
     assert seqs.spread(10).tolist() == [0, 1, 2]
+
+
+def test_a_domain_mixture_tags_each_sequence_and_knows_its_entropy():
+    mix = DomainMixture.random(vocab=40, domains=3, branching=2, seed=0)
+    rows = mix.sample(3000, 6, seed=1)
+    assert set(rows[:, 0].tolist()) == {0, 1, 2}  # the tag opens every sequence …
+    assert (rows[:, 1:] >= 3).all()  # … and no chain emits one
+    for d, chain in enumerate(mix.chains):  # each domain's text follows its own chain
+        text = rows[rows[:, 0] == d, 1:] - 3
+        assert (chain.transitions()[text[:, :-1], text[:, 1:]] > 0).all()
+    # the first target is uniform over the 37 text tokens, the next four follow a chain
+    chains = sum(c.entropy_per_token(4) for c in mix.chains) / 3
+    assert mix.entropy_per_token(5) == pytest.approx((math.log(37) + 4 * chains) / 5)
+    assert mix.nll(rows) == pytest.approx(mix.entropy_per_token(5), abs=0.03)

@@ -13,6 +13,7 @@ same source are drawn from different seeds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,60 @@ class MarkovSource:
         (the exact loss floor on that sample)."""
         table = self.transitions()
         return float(-table[rows[:, :-1], rows[:, 1:]].log().mean())
+
+
+def _seeds(g: torch.Generator, count: int) -> list[int]:
+    """`count` seeds drawn from `g`: one stream per domain, none of them seed + 1, seed + 2 …"""
+    return torch.randint(0, 2**62, (count,), generator=g).tolist()
+
+
+@dataclass(frozen=True)
+class DomainMixture:
+    """Several such chains ("domains", as web text mixes sources) over the same tokens: a sequence
+    opens with its domain's tag (token id d < domains, never emitted by a chain), then walks that
+    domain's chain over the ids after the tags. Storing every (domain, token) → successors fact
+    takes a lookup on a token *and* its context, which a token embedding alone cannot hold."""
+
+    chains: tuple[MarkovSource, ...]
+
+    @classmethod
+    def random(cls, vocab: int, domains: int, branching: int, seed: int) -> DomainMixture:
+        if domains >= vocab:
+            raise ValueError(f"{domains} domain tags leave no tokens of {vocab} for text")
+        seeds = _seeds(torch.Generator().manual_seed(seed), domains)
+        return cls(tuple(MarkovSource.random(vocab - domains, branching, s) for s in seeds))
+
+    @property
+    def tags(self) -> int:
+        return len(self.chains)
+
+    def entropy_per_token(self, context: int) -> float:
+        """As `MarkovSource.entropy_per_token`, the tag included: its first target (after the
+        tag) is uniform over a chain's tokens, the rest follow the domain's chain."""
+        first = math.log(self.chains[0].vocab)
+        rest = [c.entropy_per_token(context - 1) for c in self.chains] if context > 1 else [0.0]
+        return (first + (context - 1) * sum(rest) / len(rest)) / context
+
+    def sample(self, n: int, length: int, seed: int) -> torch.Tensor:
+        """`n` sequences of `length` tokens (the tag first), domains uniform."""
+        g = torch.Generator().manual_seed(seed)
+        domain = torch.randint(0, self.tags, (n,), generator=g)
+        out = torch.empty(n, length, dtype=torch.long)
+        out[:, 0] = domain
+        for d, (chain, s) in enumerate(zip(self.chains, _seeds(g, self.tags), strict=True)):
+            rows = domain == d
+            out[rows, 1:] = chain.sample(int(rows.sum()), length - 1, s) + self.tags
+        return out
+
+    def nll(self, rows: torch.Tensor) -> float:
+        """The exact mean negative log-likelihood of every token after the tag of `rows`."""
+        total = 0.0
+        for d, chain in enumerate(self.chains):
+            text = rows[rows[:, 0] == d, 1:] - self.tags
+            if len(text):
+                total += chain.nll(text) * text[:, 1:].numel()
+        first = math.log(self.chains[0].vocab) * len(rows)
+        return (first + total) / rows[:, 1:].numel()
 
 
 class Sequences:

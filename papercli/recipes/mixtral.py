@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from papercli.data.markov import DomainMixture, Sequences
 from papercli.models.transformer import SIZES, MixtureOfExperts, Transformer, TransformerConfig
 from papercli.recipes.llama2 import Llama2Config, Llama2Recipe
 from papercli.reproduce.config import bounded
@@ -45,12 +46,17 @@ class MixtralConfig(Llama2Config):
     experts_per_token: int = bounded(2, ge=1)
     balance_coef: float = bounded(0.01, ge=0.0)  # α of the load-balancing loss (Switch: 0.01)
     moe_bench_tokens: int = bounded(8192, ge=1)  # --gpu: tokens per timed pass of the MoE layer
+    # dataset "markov": text from a fixed random sparse Markov chain (papercli/data/markov.py)
+    markov_domains: int = bounded(8, ge=1)  # chains mixed, each sequence tagged with its own
+    markov_branching: int = bounded(4, ge=1)  # successors per (domain, token): the facts to store
+    markov_seed: int = 0  # fixes the chain; its samples are drawn from the next two seeds
 
 
 # smaller and longer than the Llama mini, since the experts (each sees ~k/n of the tokens) start
 # behind the dense FFN. Even so, at 1,000 steps the two are level within seed noise (seed 0: sparse
 # ahead by 0.006 nats, seed 1: behind by 0.033), so the mini honestly comes out not reproduced
 MINI = MixtralConfig(
+    dataset="markov",
     dim=64,
     heads=4,
     gqa_kv_heads=1,
@@ -115,6 +121,31 @@ class MixtralRecipe(Llama2Recipe):
     scales = {"mini": MINI, "paper": PAPER}
     cfg: MixtralConfig
 
+    # --- data: the plays, a text folder, or a random sparse Markov chain -----------------------
+    def data_source(self) -> str:
+        if self.cfg.dataset != "markov":
+            return super().data_source()
+        return (
+            f"markov: {self.cfg.markov_domains} random sparse Markov chains over "
+            f"{self.cfg.vocab_size} tokens, {self.cfg.markov_branching} successors per token "
+            f"(seed {self.cfg.markov_seed}), fresh samples every step"
+        )
+
+    def setup_data(self) -> None:
+        cfg = self.cfg
+        if cfg.dataset != "markov":
+            return super().setup_data()
+        self.tokenizer = None
+        self.source = DomainMixture.random(
+            cfg.vocab_size, cfg.markov_domains, cfg.markov_branching, cfg.markov_seed
+        )
+        rows = cfg.steps * cfg.batch_size  # no sequence is seen twice
+        self.train_windows = Sequences(
+            self.source.sample(rows, cfg.context + 1, cfg.markov_seed + 1)
+        )
+        held = self.source.sample(cfg.eval_sequences, cfg.context + 1, cfg.markov_seed + 2)
+        self.held_windows = Sequences(held)
+
     def base_arm(self, name: str) -> TransformerConfig:
         cfg = self.cfg
         block = replace(self.mini_block(), kv_heads=cfg.gqa_kv_heads)
@@ -177,11 +208,20 @@ class MixtralRecipe(Llama2Recipe):
             # the comparison is fair only at equal compute per token (the router adds d × n)
             m["active_param_ratio"] = m["sparse_active_params"] / m["dense_active_params"]
             m["sparse_total_over_active"] = m["sparse_total_params"] / m["sparse_active_params"]
+        if self.cfg.dataset == "markov":  # the distance from the best possible model
+            floor = self.source.nll(self.held_windows.rows)
+            m["source_entropy"] = self.source.entropy_per_token(self.cfg.context)
+            for name in model:
+                m[f"{name}_excess_loss"] = m[f"{name}_heldout_loss"] - floor
         if self.ctx.device.type == "cuda":  # Mixtral's own layer shape, in bf16
             m["moe_layer_tokens_per_s"] = moe_tokens_per_s(
                 SIZES["mixtral-8x7b"], self.cfg.moe_bench_tokens, self.ctx.device, torch.bfloat16
             )
         return m
+
+    def plots(self, model: nn.Module, run_dir) -> None:
+        if self.tokenizer is not None:  # Markov text has no words to show
+            super().plots(model, run_dir)
 
 
 if __name__ == "__main__":

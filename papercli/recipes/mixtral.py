@@ -30,10 +30,12 @@ held-out sequences (`*_excess_loss`). `--set dataset=plays` trains on the plays 
     mini   d 64, 3 layers, 4 heads sharing 1 key/value head (GQA at heads / 4, as Mixtral's 32 / 8),
            RMSNorm, RoPE; sparse: 8 experts of SwiGLU hidden 88, top-2; dense: SwiGLU hidden 176;
            1,024 tokens (8 domain tags), 64-token context, 1,000 AdamW steps of 32 fresh sequences.
-           Measured, seed 0: held-out sparse 1.533, dense 1.832 nats (source entropy 1.176):
-           sparse ahead by 0.299, 0.37 vs 0.67 nats above the true source; expert load
-           [0.58, 1.55]× uniform; active parameters 265,152 sparse (of 569,280), 263,616 dense;
-           169 s user of one thread (OMP_NUM_THREADS=1; 578 s wall on the shared machine)
+           Measured (seeds 0 / 1): held-out sparse 1.533 / 1.550, dense 1.832 / 1.824 nats
+           (source entropy 1.176): sparse ahead by 0.299 / 0.274 nats, 0.37 / 0.39 nats above the
+           true source's loss vs the dense arm's 0.67 / 0.66 (2 steps: 5.78); expert load
+           [0.58, 1.55] / [0.56, 1.59]× uniform; active parameters 265,152 sparse (of 569,280),
+           263,616 dense; 169 / 168 s user of one thread (OMP_NUM_THREADS=1; 578 / 594 s wall
+           on the shared machine, so `seconds` failed there)
     paper  mixtral-8x7b (46.7B total, 12.9B active; Table 1), 32k context, 32,000-token BPE; text
            from --data PATH (a folder of .txt files). With --gpu the run also times one
            Mixtral-shaped MoE layer (dim 4096, 8 experts of 14336, top-2, bf16): tokens/s

@@ -67,7 +67,7 @@ class MixtralConfig(Llama2Config):
     experts_per_token: int = bounded(2, ge=1)
     balance_coef: float = bounded(0.01, ge=0.0)  # α of the load-balancing loss (Switch: 0.01)
     moe_bench_tokens: int = bounded(8192, ge=1)  # --gpu: tokens per timed pass of the MoE layer
-    # dataset "markov": text from a fixed random sparse Markov chain (papercli/data/markov.py)
+    # dataset "markov": text from fixed random sparse Markov chains (papercli/data/markov.py)
     markov_domains: int = bounded(8, ge=1)  # chains mixed, each sequence tagged with its own
     markov_branching: int = bounded(4, ge=1)  # successors per (domain, token): the facts to store
     markov_seed: int = 0  # fixes the chain; its samples are drawn from the next two seeds
@@ -141,7 +141,7 @@ class MixtralRecipe(Llama2Recipe):
     scales = {"mini": MINI, "paper": PAPER}
     cfg: MixtralConfig
 
-    # --- data: the plays, a text folder, or a random sparse Markov chain -----------------------
+    # --- data: the plays, a text folder, or random sparse Markov chains ------------------------
     def data_source(self) -> str:
         if self.cfg.dataset != "markov":
             return super().data_source()

@@ -1,15 +1,17 @@
 """Mixtral recipe: 46.7B total / 12.9B active on the meta device, the MoE layer's throughput probe,
-and a 2-step run through the CLI (balance loss logged, expert load measured) that must not
-reproduce."""
+and a 2-step run through the CLI on the Markov language (balance loss logged, expert load and loss
+above the source's floor measured) that must not reproduce."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import two_step_control
 from test_reproduce_cli import papercli
 
+from papercli.data.markov import DomainMixture
 from papercli.models.transformer import TransformerConfig
 from papercli.recipes.mixtral import moe_tokens_per_s
 
@@ -32,6 +34,14 @@ def test_mini_arms_have_equal_active_parameters_and_serve_the_moe_post_too():
     assert "active" not in dense  # a dense model uses every parameter
     assert sparse["total"] > 2 * sparse["active"]
     assert 1.0 < sparse["active"] / dense["total"] < 1.01  # the router's d × 8 per layer
+    assert plan["data"].startswith("markov: 8 random sparse Markov chains")
+
+
+def test_the_plays_stay_available():
+    plan = json.loads(
+        papercli("reproduce", "mixtral", "--set", "dataset=plays", "--dry-run", "--json").stdout
+    )
+    assert plan["data"].startswith("plays:")
 
 
 def test_moe_layer_throughput_runs_on_cpu():
@@ -42,9 +52,15 @@ def test_moe_layer_throughput_runs_on_cpu():
 def test_two_steps_log_the_balance_loss_and_do_not_reproduce(runner, tmp_path):
     out = tmp_path / "control"
     failed = two_step_control(runner, "mixtral", out, *TINY)
-    assert "sparse_heldout_loss" in failed  # the absolute floor: 2 steps learn nothing
+    assert "sparse_excess_loss" in failed  # the absolute floor: 2 steps learn nothing
     record = json.loads((out / "result.json").read_text())
     m = record["metrics"]
+    # the floor is the true source's loss on the same held-out sequences (seed 0's chains, the
+    # held-out set drawn from seed 2)
+    source = DomainMixture.random(vocab=300, domains=8, branching=4, seed=0)
+    floor = source.nll(source.sample(4, 17, seed=2))
+    assert m["sparse_excess_loss"] == pytest.approx(m["sparse_heldout_loss"] - floor)
+    assert floor < m["source_entropy"] + 1 < m["dense_heldout_loss"]
     assert m["sparse_active_params"] == record["arm_params"]["sparse"]["active"]
     assert 0 < m["sparse_expert_load_min"] <= 1 <= m["sparse_expert_load_max"] <= 4
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -178,3 +178,21 @@ def test_both_word_order_classes_fill_the_rows_alike():
     assert y.float().mean() == 0.5
     mean = [lengths[y == c].float().mean() for c in (0, 1)]
     assert abs(mean[0] - mean[1]) < 1.5
+
+
+def test_mean_pooling_reads_only_the_rows_real_tokens():
+    recipe = _recipe(pool="mean", dropout=0.0, task_words=6)
+    model = recipe.build_model().eval()
+    rows, lengths = (t[:8] for t in recipe.train_rows)
+    short = lengths < rows.shape[1]
+    assert short.any()
+    noisy = rows.clone()
+    pad = torch.arange(rows.shape[1]) >= lengths[:, None]
+    noisy[pad] = 7  # whatever the padding holds: the decoder is causal and the mean skips it
+    with torch.no_grad():
+        logits = recipe.classify(model["pretrained"], rows, lengths)
+        assert torch.allclose(logits, recipe.classify(model["pretrained"], noisy, lengths))
+        h = model["pretrained"].transformer.decode(rows)
+        i = int(short.nonzero()[0])
+        manual = model["pretrained"].w_y(h[i, : lengths[i]].mean(0))
+        assert torch.allclose(logits[i], manual, atol=1e-5)

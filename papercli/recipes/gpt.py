@@ -15,12 +15,13 @@ shuffled (500 texts per class; the test texts from a later stretch of each play)
 have the same words, so a bag of words is at chance: word order decides, which the LM learns in
 phase 1 and scratch must learn from the labels. Fine-tuning follows Sec. 3.2–3.3: the input is
 `<s> text <e>`, the class comes from a linear layer W_y on the last block's state at the extract
-token <e> (Eq. 3). The paper's auxiliary LM term, L3 = L2 + λ·L1 (Eq. 5), is off at mini scale
+token <e> (Eq. 3) — at mini scale on the mean of the last block's states over the row instead
+(`pool = mean`: the <e> state learned the task from 1 of 3 pre-trained LMs, see below). The paper's auxiliary LM term, L3 = L2 + λ·L1 (Eq. 5), is off at mini scale
 (λ = 0, Table 5's "w/o aux LM", which scores higher on CoLA): on this task it would train the
 LM on shuffled text; the paper scale keeps λ = 0.5.
 
     mini   d 128, 4 layers, 4 heads, 64-token context, 1,024-token BPE; 800 pre-training steps of
-           32 windows, then 200 fine-tuning steps of 32 texts at lr 1e-4
+           32 windows, then 200 fine-tuning steps of 32 texts at lr 1e-4, W_y on mean-pooled states
     paper  Sec. 4.1: 12 layers, 768 wide, 12 heads, d_ff 3072, 512 tokens, 40,478-token BPE
            (116.5M parameters + W_y); Adam, lr 2.5e-4 warmed up over 2,000 updates then cosine,
            batch 64 × 512, weight decay 0.01, dropout 0.1; fine-tuning lr 6.25e-5, batch 32,
@@ -31,6 +32,7 @@ LM on shuffled text; the paper scale keeps λ = 0.5.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,7 @@ class GPTConfig(PretrainFinetuneConfig):
     layers: int = bounded(4, ge=1)
     heads: int = bounded(4, ge=1)
     aux_lm_weight: float = bounded(0.5, ge=0.0)  # λ of Eq. 5
+    pool: Literal["extract", "mean"] = "extract"  # W_y reads the state at <e> (Eq. 3) or the mean
 
 
 MINI = GPTConfig(
@@ -67,6 +70,7 @@ MINI = GPTConfig(
     finetune_warmup=0.1,
     aux_lm_weight=0.0,  # Table 5 "w/o aux LM": CoLA 47.9 vs 45.4 with it; here the auxiliary LM
     # would also train on the task's shuffled texts
+    pool="mean",  # the <e> state learns the task from 1 of 3 LMs tried (issue 13h, below)
 )
 # The word-order task (measured, seed 0, 800-step LM; frozen-feature probe first, as below):
 #   a logistic probe on the LM's own mean surprisal of a 32-word window tells real from shuffled
@@ -83,13 +87,22 @@ MINI = GPTConfig(
 #   32     500           mean     0     1e-4   73.7 %       58.1 %
 #   32     500           <e>      0     1e-4   74.8 %       55.9 %   <- the mini (Eq. 3)
 #   the same, batch seed 1                        73.3 %       53.2 %
-# The recipe's own full run (pre-training its own LM, then the row above) does NOT reproduce this:
-#   seed 0: 53.6 vs 54.2 % (held-out LM loss 4.17 at step 800, as the probe's LM's 4.15; the
-#   fine-tuning loss of both arms stays at 0.70 = chance), 322 s user CPU on one thread (522 s
-#   wall on the shared machine: the seconds check fails too); seed 1: 57.6 vs 51.9 % (+5.7),
-#   308 s user CPU (450 s wall). The probe's two successes used one
-#   saved LM (`/tmp` weights of the issue-13f sweep); whether fine-tuning "clicks" depends on the
-#   LM instance or on something the engine does differently is not yet found.
+# The recipe's first full runs (its own LM, then that row) did NOT reproduce it: seed 0 53.6 vs
+# 54.2 %, seed 1 57.6 vs 51.9 %, both fine-tuning losses at 0.70 = chance. Not phase 2 (issue 13h):
+# the probe's own loop on the recipe's saved step-800 LM (seed 1, held-out loss 4.155) gives
+# 56.6 vs 51.9 % too, and phase 2's entry (phase-1 weights, fresh optimizers at the first warm-up
+# lr, balanced labels, classes of equal BPE row length: 62.0 vs 62.2 of 64 tokens) is pinned by
+# tests. The <e> readout is what is fragile: it learned the task from 1 of the 3 LMs tried, all at
+# held-out loss 4.15-4.17. Mean-pooled states learn it from both LMs tried: the saved LM 73.7 vs
+# 58.1 %, the recipe's seed-1 LM 74.1 vs 55.5 % (its <e> run above: 56.6 vs 51.9 %). Likely why:
+# <e>'s embedding is never trained in phase 1 (the tied softmax only pushes it down), and its one
+# state must gather the window's order through attention in 200 steps at lr 1e-4; the mean reads
+# every position, each already shaped by how predictable its token was. So the mini pools
+# (pool = mean); paper scale keeps Eq. 3's <e>. With it, the full runs:
+#   seed 0: 75.0 vs 55.1 % (+19.9), held-out LM loss 4.17 at step 800; 323 s user CPU, one thread
+#   seed 1: 74.2 vs 58.7 % (+15.5), 4.155 at step 800; 318 s user CPU (both 780-885 s wall on
+#   the loaded shared machine, so `seconds` failed there; ≈ 400 s one-thread CPU fits 300 s wall
+#   on 2 idle cores). The checks (gain >= 0.10, floor 0.65) sit below the smaller seed's numbers.
 # The which-play task (`--set task=play`), measured before: NOT reproduced; no honest setting found. Test accuracy on the which-play
 # task (625 test speeches: one standard error ≈ 1.8 points), pre-trained vs scratch, seed 0 (rows
 # 2, 3 and 6: a probe script that fine-tunes from the saved phase-1 weights with its own batches):
@@ -196,8 +209,12 @@ class GPTRecipe(PretrainFinetuneRecipe):
         return F.cross_entropy(arm(x).float().flatten(0, 1), y.flatten())
 
     def classify(self, arm, rows, lengths, states=None) -> torch.Tensor:
-        """Eq. 3: softmax(h_l^m W_y), h_l^m the last block's state at the extract token."""
+        """Eq. 3: softmax(h_l^m W_y), h_l^m the last block's state at the extract token (or, with
+        pool = mean, the mean of the last block's states over the row's real tokens)."""
         h = arm.transformer.decode(rows) if states is None else states
+        if self.cfg.pool == "mean":
+            real = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]
+            return arm.w_y((h * real[..., None]).sum(1) / lengths[:, None])
         return arm.w_y(h[torch.arange(len(rows), device=rows.device), lengths - 1])
 
     def finetune_loss(self, arm, rows, lengths, labels) -> torch.Tensor:

@@ -64,6 +64,9 @@ ARMS = {"shifted": True, "no_shift": False}  # arm name -> shifted windows (Tabl
 class SwinTrainConfig(vit.ViTTrainConfig):
     arms: tuple[str, ...] = ("shifted", "no_shift")
     window: int = bounded(0, ge=0)  # M; 0 = the model's
+    depths: tuple[int, ...] = ()  # blocks per stage; () = the model's
+    heads: tuple[int, ...] = ()  # attention heads per stage; () = the model's
+    dim: int = bounded(0, ge=0)  # C, stage 1's width; 0 = the model's
     drop_path: float = fraction(0.0)  # stochastic depth rate of the last block
     # the cost claim: one attention sublayer of Swin-T's stage 1 (C = 96, 3 heads, M = 7)
     cost_sides: tuple[int, ...] = (56, 84, 112, 168, 224)  # token grids for the FLOP count
@@ -108,8 +111,9 @@ class SwinRecipe(vit.ViTRecipe):
 
     def model_overrides(self) -> dict[str, object]:
         overrides = {**super().model_overrides(), "drop_path": self.cfg.drop_path}
-        if self.cfg.window:
-            overrides["window"] = self.cfg.window
+        for name in ("window", "depths", "heads", "dim"):
+            if getattr(self.cfg, name):
+                overrides[name] = getattr(self.cfg, name)
         return overrides
 
     def patch_arms(self) -> dict[str, nn.Module]:

@@ -150,14 +150,15 @@ def test_shifted_window_attention_is_attention_within_the_shifted_partition(shif
 
 
 def test_only_shifted_windows_carry_information_across_windows():
-    """Stage 1 of a non-shifted net never lets a window see another; the shifted one does."""
+    """The mini is one stage (no patch merging): in the non-shifted net no token of the map the
+    head pools ever sees past its window; in the shifted one it does."""
     for shift, crosses in ((True, True), (False, False)):
         torch.manual_seed(0)
         model = create_model("swin-mini", image_size=32, in_channels=1, shift=shift)
         x = torch.randn(1, 1, 32, 32, requires_grad=True)
-        first = model.forward_features(x)[0]  # (1, C, 8, 8): 4x4 px patches, 2x2 windows
+        (last,) = model.forward_features(x)  # (1, C, 8, 8): 4x4 px patches, 2x2 windows
         # token (1, 1): in the window of tokens (0-1, 0-1), and in the shifted one of (1-2, 1-2)
-        first[0, :, 1, 1].sum().backward()
+        last[0, :, 1, 1].sum().backward()
         outside = x.grad[0, 0, 8:, :].abs().sum() + x.grad[0, 0, :, 8:].abs().sum()
         assert x.grad[0, 0, :8, :8].abs().sum() > 0
         assert (outside > 0) == crosses
@@ -196,9 +197,10 @@ def test_a_few_real_training_steps(runner, tmp_path):
     assert "| 56² = 3136 |" in (out / "attention.md").read_text()
 
 
-# a real mini run's last evaluation (seed 0): the shift did not help at this scale (seed 1:
-# 0.8356 vs 0.8396)
-RECORDED = {"shifted_test_acc": 0.8334, "no_shift_test_acc": 0.8364}
+# a real mini run's last evaluation (seed 0; seed 1: 0.778 vs 0.7586, +1.9 points)
+RECORDED = {"shifted_test_acc": 0.7694, "no_shift_test_acc": 0.6844}
+# the earlier two-stage mini (seed 0), where the non-shifted net saw quadrants after merging
+TWO_STAGE = {"shifted_test_acc": 0.8334, "no_shift_test_acc": 0.8364}
 
 
 def _rows(metrics: dict) -> list[dict]:
@@ -215,10 +217,9 @@ def _rows(metrics: dict) -> list[dict]:
 
 
 def test_verdict_logic_on_recorded_metrics():
-    failed = [r["metric"] for r in _rows(RECORDED) if not r["passed"]]
-    assert failed == ["shifted_minus_no_shift_acc"]
-    ahead = {"shifted_test_acc": 0.845, "no_shift_test_acc": 0.836}
-    assert verdict(_rows(ahead)) == "reproduced"
+    assert verdict(_rows(RECORDED)) == "reproduced"
+    failed = [r["metric"] for r in _rows(TWO_STAGE) if not r["passed"]]
+    assert failed == ["shifted_minus_no_shift_acc"]  # level: the shift is not shown
     untrained = {"shifted_test_acc": 0.2, "no_shift_test_acc": 0.1}  # ahead, but not learned
     assert [r["metric"] for r in _rows(untrained) if not r["passed"]] == ["shifted_test_acc"]
 

@@ -191,6 +191,18 @@ def test_a_few_real_training_steps(paper, runner, tmp_path):
     assert m[key] == pytest.approx(m[f"{key.split('_')[0]}_test_acc"] - m["vit_test_acc"])
 
 
+def test_train_samples_trains_on_a_fixed_subset(runner, tmp_path):
+    """An epoch of `train_samples=100` in batches of 32 is 3 steps (the whole digits set: 46)."""
+    out = tmp_path / "subset"
+    args = ["reproduce", "vit", "--epochs", "1", "--batch-size", "32", "--out", str(out)]
+    for setting in ("dataset=digits", "patch_size=4", "baseline.width=4", "train_samples=100"):
+        args += ["--set", setting]
+    result = runner.invoke(app, [*args, "--set", "eval_every=1"])
+    assert result.exit_code in (0, 1), result.output
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+
+
 # real mini runs' last evaluations (seed 0; DeiT's gain there is within seed noise, see the recipe)
 DEIT_RECORDED = {"teacher_test_acc": 0.8816, "deit_test_acc": 0.8314, "vit_test_acc": 0.827}
 MIXER_RECORDED = {"mixer_test_acc": 0.8692, "vit_test_acc": 0.8478}

@@ -51,7 +51,7 @@ SIZES = {
     "s": dict(dim=96, depths=(2, 2, 18, 2), heads=(3, 6, 12, 24)),
     "b": dict(dim=128, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32)),
     "l": dict(dim=192, depths=(2, 2, 18, 2), heads=(6, 12, 24, 48)),
-    "mini": dict(dim=32, depths=(2, 2), heads=(2, 4), patch_size=4, window=2),
+    "mini": dict(dim=32, depths=(4,), heads=(2,), patch_size=4, window=2),  # one stage
 }
 
 

@@ -28,6 +28,7 @@ class ClassificationConfig(TrainConfig):
     augment: bool = True
     label_smoothing: float = fraction(0.0)
     eval_train_samples: int = bounded(5000, ge=1)  # fixed training subset for loss curves
+    train_samples: int = bounded(0, ge=0)  # 0 = all training images; else a fixed subset
     eval_test_samples: int = bounded(0, ge=0)  # 0 = the whole test set
     workers: int = bounded(8, ge=0)  # DataLoader processes for image folders
 
@@ -102,6 +103,11 @@ class ClassificationRecipe(Recipe):
             d["test_y"],
         )
         self.mean, self.std = self.spec.mean, self.spec.std
+        if self.cfg.train_samples and self.cfg.train_samples < len(self.train_x):
+            # a small labelled set (data-efficiency claims), the same images whatever the seed
+            keep = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(4321))
+            keep = keep[: self.cfg.train_samples]
+            self.train_x, self.train_y = self.train_x[keep], self.train_y[keep]
         g = torch.Generator().manual_seed(1234)  # the same evaluation subsets in every run
         n_train = min(self.cfg.eval_train_samples, len(self.train_x))
         self.eval_train_idx = torch.randperm(len(self.train_x), generator=g)[:n_train]
@@ -115,7 +121,7 @@ class ClassificationRecipe(Recipe):
         elif hasattr(self, "train_x"):
             n = len(self.train_x)
         else:
-            n = self.spec.train_size
+            n = min(self.spec.train_size, self.cfg.train_samples or self.spec.train_size)
         return max(1, n // self.cfg.batch_size)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,10 @@ pointwise probe on the same 256 rule scores. The bottleneck is the reward model,
 offline, 22 reward-model steps on seed 0's comparisons order 72% of held-out pairs with the rule's
 labels, 60% with the labeler's (hard), 61% with its soft labels σ(s_i − s_j), 59–60% when only its
 most confident 50–70% of pairs are kept, and 63% even on exactly the pairs the rule orders.
+The paper's d-RLAIF (the labeler scores PPO samples directly, no reward model; a probe run of a
+third policy, not part of the recipe): on seed 0 it matched RLHF at step 90 (true 1.17, KL 9.2),
+then hacked the probe (step 120: true −0.54 at KL 45; the probe cannot see that repeats cost), so
+it is no stable fix either. Seed 1 of the recipe as it stands was not run (session time).
 History: with the mean-state probe on 64 samples (load ~10, wall 1,296 s) agreement was 65.5%,
 RLHF +0.64, RLAIF +0.22 (trailing by 0.42).
 """

@@ -31,6 +31,8 @@ none of whose samples it was fitted to) — the paper's PaLM 2 labeler aligns ~7
 the reward model trained on its labels orders only 59% of held-out pairs (the rule-labelled one
 70%); RLHF's policy reaches true 1.19 (+0.64 over SFT's 0.55), RLAIF's 0.81 (+0.27): both beat SFT,
 but RLAIF trails RLHF by 0.38, so the "RLAIF ≈ RLHF" check (within 0.2) fails: NOT reproduced.
+Seed 1 (207 s user, wall 400 s): agreement 74.3% (70.4% unseen), reward models 74% (labeler's)
+vs 77% (rule's) on held-out pairs; SFT 0.64, RLHF +1.15, RLAIF +0.76: RLAIF trails by 0.38 again.
 Labelers tried (agreement on all training pairs, seeds 0 / 1, on the comparisons of the runs): mean state, 64 samples 65% / – (the previous labeler); 256 samples 73% / 70%; mean and
 max, 64: 70% / 63%; mean and max, 256: 77% / 74% (chosen); the SFT model's states instead of the
 base's: 1–3 points lower; token-embedding mean, 256: 74–76% / –; a pairwise probe on feature
@@ -42,7 +44,7 @@ most confident 50–70% of pairs are kept, and 63% even on exactly the pairs the
 The paper's d-RLAIF (the labeler scores PPO samples directly, no reward model; a probe run of a
 third policy, not part of the recipe): on seed 0 it matched RLHF at step 90 (true 1.17, KL 9.2),
 then hacked the probe (step 120: true −0.54 at KL 45; the probe cannot see that repeats cost), so
-it is no stable fix either. Seed 1 of the recipe as it stands was not run (session time).
+it is no stable fix either.
 History: with the mean-state probe on 64 samples (load ~10, wall 1,296 s) agreement was 65.5%,
 RLHF +0.64, RLAIF +0.22 (trailing by 0.42).
 """

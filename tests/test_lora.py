@@ -135,3 +135,16 @@ def test_a_base_that_is_not_a_model_is_a_clear_error(tmp_path):
         "reproduce", "lora", "--scale", "paper", "--data", str(texts), "--out", str(tmp_path / "p")
     )
     assert proc.returncode != 0 and "pass --set base=PATH" in proc.stderr  # never trains one
+
+
+def test_a_new_play_is_cut_into_adaptation_and_held_out_text_at_line_ends():
+    from papercli.data import plays
+    from papercli.recipes.lora import new_play_parts
+
+    text = plays.split()[1][0].text
+    adapt, held = new_play_parts(text, 0.2, 1.0)
+    assert adapt + held == text and held.startswith("\n")
+    assert len(held) == pytest.approx(0.2 * len(text), rel=0.01)
+    small, held_again = new_play_parts(text, 0.2, 0.1)  # less adaptation text, same held-out
+    assert held_again == held and adapt.startswith(small) and adapt[len(small)] == "\n"
+    assert len(small) == pytest.approx(0.1 * len(adapt), rel=0.02)

@@ -100,6 +100,7 @@ def test_tiny_pipeline_through_the_cli(paper, tmp_path, tiny_base):  # noqa: F81
         assert math.isfinite(m[f"{name}_true_score"]) and m[f"{name}_kl"] > -1.0
     if paper == "rlaif":
         assert 0.0 <= m["labeler_agreement"] <= 1.0
+        assert 0.0 <= m["labeler_agreement_unseen"] <= 1.0  # prompts past its 16 exemplars
     if paper == "learning-to-summarize":
         assert 0.0 <= m["true_peak_position"] <= 1.0
 

@@ -10,10 +10,11 @@ the rule on most comparison pairs (reported; the paper's AI labeler alignment, S
 policies beat SFT on the TRUE score, and the RLAIF policy's true score is within a stated margin
 of the RLHF policy's.
 
-The AI labeler: the base LM read through a linear probe — logistic regression on the base's mean
-final hidden state over a response, fitted to `ai_labeler_examples` (64) SFT samples labelled by
-the rule (score > 0 or not), the only rule labels it ever sees (a few-shot labeler, as the paper's
-prompted PaLM 2 sees a preamble and exemplars). It then scores every sample of the comparisons; its
+The AI labeler: the base LM read through a linear probe — logistic regression on the mean and the
+max of the base's final hidden states over a response, fitted to `ai_labeler_examples` (256: all
+samples of the first 32 comparison prompts) SFT samples labelled by the rule (score > 0 or not),
+the only rule labels it ever sees (a few-shot labeler, as the paper's prompted PaLM 2 sees a
+preamble and exemplars). It then scores every sample of the comparisons; its
 pairwise preferences (all pairs, so also pairs the rule ties, as an AI labeler labels every pair)
 train `rm_ai`. Its agreement with the rule is measured on the training comparisons' pairs the rule
 orders.
@@ -24,12 +25,28 @@ orders.
            needs --set base=PATH; the paper's RL settings as we read them (Appendix: β = 0.05,
            batch 128, lr 1e-5 for the policy), the labeler is papercli's probe, not PaLM 2 L
 
-Measured (mini, seed 0, load ~10): the labeler agrees with the rule on 65.5% of pairs; its reward
-model orders 64% of held-out pairs (the rule-labelled one 70%); RLHF's policy reaches true 1.19
-(+0.64 over SFT's 0.55), RLAIF's 0.77 (+0.22): both beat SFT, but RLAIF trails RLHF by 0.42, so
-the "RLAIF ≈ RLHF" check (within 0.2) fails: NOT reproduced at this labeler quality. (A labeler on
-the mean token embedding as well agreed a little more, 67.5%, but its policy did not beat SFT.)
-Wall 1,296 s at that load.
+Measured (mini, seed 0; user seconds of `/usr/bin/time`, OMP_NUM_THREADS=1): 216 s (wall 631 s at
+load ~6). The labeler agrees with the rule on 77.0% of the training pairs (72.8% on the prompts
+none of whose samples it was fitted to) — the paper's PaLM 2 labeler aligns ~78% with humans. Yet
+the reward model trained on its labels orders only 59% of held-out pairs (the rule-labelled one
+70%); RLHF's policy reaches true 1.19 (+0.64 over SFT's 0.55), RLAIF's 0.81 (+0.27): both beat SFT,
+but RLAIF trails RLHF by 0.38, so the "RLAIF ≈ RLHF" check (within 0.2) fails: NOT reproduced.
+Seed 1 (207 s user, wall 400 s): agreement 74.3% (70.4% unseen), reward models 74% (labeler's)
+vs 77% (rule's) on held-out pairs; SFT 0.64, RLHF +1.15, RLAIF +0.76: RLAIF trails by 0.38 again.
+Labelers tried (agreement on all training pairs, seeds 0 / 1, on the comparisons of the runs): mean state, 64 samples 65% / – (the previous labeler); 256 samples 73% / 70%; mean and
+max, 64: 70% / 63%; mean and max, 256: 77% / 74% (chosen); the SFT model's states instead of the
+base's: 1–3 points lower; token-embedding mean, 256: 74–76% / –; a pairwise probe on feature
+differences of the rule-ordered pairs of 32 prompts (565 pairs): 79% / 75%, no better than the
+pointwise probe on the same 256 rule scores. The bottleneck is the reward model, not the labeler:
+offline, 22 reward-model steps on seed 0's comparisons order 72% of held-out pairs with the rule's
+labels, 60% with the labeler's (hard), 61% with its soft labels σ(s_i − s_j), 59–60% when only its
+most confident 50–70% of pairs are kept, and 63% even on exactly the pairs the rule orders.
+The paper's d-RLAIF (the labeler scores PPO samples directly, no reward model; a probe run of a
+third policy, not part of the recipe): on seed 0 it matched RLHF at step 90 (true 1.17, KL 9.2),
+then hacked the probe (step 120: true −0.54 at KL 45; the probe cannot see that repeats cost), so
+it is no stable fix either.
+History: with the mean-state probe on 64 samples (load ~10, wall 1,296 s) agreement was 65.5%,
+RLHF +0.64, RLAIF +0.22 (trailing by 0.42).
 """
 
 from __future__ import annotations
@@ -42,7 +59,9 @@ from papercli.reproduce.engine import run
 
 from ._alignment import MINI_RUN, PAPER_RUN, AlignmentConfig, AlignmentRecipe, pair_agreement
 
-MINI = AlignmentConfig(**MINI_RUN)
+# the labeler sees the rule's scores of 256 samples (32 comparison prompts × 8): 64 left it at 65%
+MINI = AlignmentConfig(**MINI_RUN, ai_labeler_examples=256)
+PROBE_L2 = 0.1  # the probe's weight decay (0.01 and 0.1 tried; 0.1 agreed more on both seeds)
 PAPER = AlignmentConfig(
     **PAPER_RUN,
     prompt_tokens=512,
@@ -66,9 +85,9 @@ class RLAIFRecipe(AlignmentRecipe):
     def label(self, labeler: str, model: nn.Module, comparisons: dict) -> torch.Tensor:
         """The AI labeler's scores of the training comparisons (prompts, K)."""
         tokens = comparisons["train_tokens"]
-        with torch.no_grad():  # the base's mean final state over each response
-            states = model["base"].decode(tokens.flatten(0, 1))
-            x = states[:, -self.cfg.response_tokens :].float().mean(1)
+        with torch.no_grad():  # the base's final states over each response: mean and max
+            states = model["base"].decode(tokens.flatten(0, 1))[:, -self.cfg.response_tokens :]
+            x = torch.cat([states.float().mean(1), states.float().amax(1)], 1)
         n = self.cfg.ai_labeler_examples
         y = (comparisons["train_rule"].flatten()[:n] > 0).float()
         mean, std = x.mean(0), x.std(0) + 1e-6
@@ -79,7 +98,8 @@ class RLAIFRecipe(AlignmentRecipe):
 
         def closure():
             opt.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(x[:n] @ w + b, y) + 1e-2 * w.square().sum()
+            fit = F.binary_cross_entropy_with_logits(x[:n] @ w + b, y)
+            loss = fit + PROBE_L2 * w.square().sum()
             loss.backward()
             return loss
 
@@ -91,9 +111,12 @@ class RLAIFRecipe(AlignmentRecipe):
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
         m = dict(last_eval)
         if "train_ai" in self.comparisons:
-            m["labeler_agreement"] = pair_agreement(
-                self.comparisons["train_ai"], self.comparisons["train_rule"]
-            )
+            ai, rule = self.comparisons["train_ai"], self.comparisons["train_rule"]
+            m["labeler_agreement"] = pair_agreement(ai, rule)
+            # on the prompts none of whose samples were the labeler's exemplars
+            seen = -(-self.cfg.ai_labeler_examples // ai.shape[1])
+            if seen < len(ai):
+                m["labeler_agreement_unseen"] = pair_agreement(ai[seen:], rule[seen:])
         for name in self.policies:
             m[f"{name}_minus_sft_true_score"] = m[f"{name}_true_score"] - m["sft_true_score"]
         m["rlaif_minus_rlhf_true_score"] = m["rlaif_true_score"] - m["rlhf_true_score"]

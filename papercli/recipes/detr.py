@@ -40,8 +40,10 @@ mini: mAP 0.030, with NMS 0.186 (gain +0.156; +0.159 at the first layer) — not
            8 heads, FFN 2048, dropout 0.1, N = 100; AdamW lr 1e-4, backbone 1e-5, weight decay
            1e-4, clipping 0.1, batch 64, 500 epochs with lr / 10 after 400 (Sec. 4 and A.4).
            The backbone is ImageNet-pretrained in the paper; loading those weights is not
-           implemented. It needs COCO 2017 from --data (annotations/instances_{train,val}2017.json
-           and the train2017/ and val2017/ image folders), which papercli does not load yet.
+           implemented. It reads COCO 2017 from --data through the detection base
+           (papercli/data/coco.py: annotations/instances_{train,val}2017.json with the train2017/
+           and val2017/ image folders; RGB letterboxed to `canvas` = 800 px squares, where the
+           paper resizes the shorter side to 480-800 with random crops).
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from papercli.errors import PapercliError
 from papercli.methods.boxes import batched_nms, cxcywh_to_xyxy, generalized_box_iou, xyxy_to_cxcywh
 from papercli.models.detr import DETR, DETRConfig
 from papercli.recipes._detection import DetectionConfig, DetectionRecipe
@@ -64,7 +65,7 @@ from papercli.reproduce.engine import run
 
 @dataclass
 class DETRTrainConfig(DetectionConfig):
-    dataset: Literal["scenes", "nuclei", "coco"] = "scenes"  # coco: paper scale (not loaded yet)
+    dataset: Literal["scenes", "nuclei", "coco"] = "scenes"  # coco: paper scale, from --data
     classes: tuple[int, ...] = ()  # scenes: the item classes scenes show (() = all)
     # the model (models/detr.py)
     backbone: Literal["small", "resnet50", "resnet101"] = "small"
@@ -143,25 +144,14 @@ class DETRRecipe(DetectionRecipe):
     channels_last = True
     cfg: DETRTrainConfig
 
-    # --- data -----------------------------------------------------------------------------------
-    def data_source(self) -> str:
-        if self.cfg.dataset == "coco":
-            return "COCO 2017 from --data (annotations/instances_{train,val}2017.json + images)"
-        return super().data_source()
-
-    def setup_data(self) -> None:
-        if self.cfg.dataset == "coco":
-            raise PapercliError(
-                "DETR at paper scale trains on COCO 2017, which papercli does not load yet; "
-                "use --scale mini (Fashion-MNIST scenes)"
-            )
-        super().setup_data()
-
+    # --- data (the base's: scenes, or COCO 2017 from --data at paper scale) --------------------
     def scene_classes(self, split: str) -> tuple[int, ...] | None:
         return self.cfg.classes or None
 
     @property
     def num_classes(self) -> int:
+        # COCO: the authors' head of 91 classes (COCO's category ids run to 90); the loader's
+        # labels 0…79 use the first 80, the others are never a target and are not scored
         return 91 if self.cfg.dataset == "coco" else super().num_classes
 
     # --- model ----------------------------------------------------------------------------------
@@ -171,7 +161,7 @@ class DETRRecipe(DetectionRecipe):
             DETRConfig(
                 backbone=c.backbone,
                 small_widths=c.small_widths,
-                in_channels=3 if c.dataset == "coco" else 1,
+                in_channels=self.in_channels,
                 num_classes=self.num_classes,
                 dim=c.dim,
                 heads=c.heads,

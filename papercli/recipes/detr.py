@@ -29,11 +29,13 @@ Measured (1 thread, user CPU seconds; the machine shared, so wall times say noth
     seed 0   250 s: mAP 0.521 (AP50 0.86); NMS gain −0.002 at the last decoder layer (NMS
              removes a true positive now and then, the paper's small loss), +0.021 at the first
     seed 1   251 s: mAP 0.523 (AP50 0.85); NMS gain +0.007 last, +0.024 first
-    one-to-many (seed 0): not yet run at this setting (the first mini: mAP 0.030, with NMS 0.186)
+    one-to-many (seed 0, 311 s): mAP 0.034, with NMS 0.271 (gain +0.238 last, +0.214 first:
+             NMS is needed at every layer) — not reproduced
 History: the first mini (2 decoder layers, 1,200 steps on 4,000 scenes; 91 s) reached mAP 0.165
-on seed 0 with NMS gains +0.009 / +0.041, but on seed 1 (mAP 0.151) NMS still added +0.031 at the
-last layer: 2 layers and 4.8 epochs had not taught the queries to deduplicate. 3,000 steps on
-8,000 scenes with 2 decoder layers (seed 1, 183 s): mAP 0.469, gains +0.027 last / +0.020 first.
+on seed 0 with NMS gains +0.009 / +0.041 (one-to-many: 0.030, with NMS 0.186), but on seed 1
+(mAP 0.151) NMS still added +0.031 at the last layer: 2 layers and 4.8 epochs had not taught the
+queries to deduplicate. 3,000 steps on 8,000 scenes with 2 decoder layers (seed 1, 183 s): mAP
+0.469, NMS gains +0.027 last / +0.020 first — still failing; the 6 decoder layers fixed it.
 
     mini   a small ResNet (its 7×7/2 stem and max-pool, two basic-block stages of 32 and 64:
            stride 8, an 8×8 map of 64-px scenes), d 64, 2 encoder + 6 decoder layers (the

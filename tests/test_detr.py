@@ -19,7 +19,7 @@ from papercli.methods.boxes import cxcywh_to_xyxy
 from papercli.models import create_model
 from papercli.models.detr import DETR, DETRConfig, sine_positions
 from papercli.models.transformer import Attention, TransformerConfig
-from papercli.recipes.detr import MINI, DETRRecipe
+from papercli.recipes.detr import DETR_MINI, DETRRecipe
 from papercli.registry import Registry
 from papercli.reproduce.claims import evaluate_checks, verdict
 from papercli.reproduce.params import meta_counts
@@ -87,7 +87,7 @@ def test_positions_reach_queries_and_keys_but_not_values():
 
 def _recipe(**overrides) -> DETRRecipe:
     ctx = Context(device=torch.device("cpu"), seed=0)
-    cfg = replace(MINI, **overrides)
+    cfg = replace(DETR_MINI, **overrides)
     ctx.split_batch(cfg.batch_size, 0)
     return DETRRecipe(cfg, ctx)
 
@@ -194,11 +194,30 @@ def test_paper_scale_dry_run_and_its_missing_data(tmp_path):
     assert "COCO 2017" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_paper_scale_trains_on_a_coco_folder(tmp_path):
+    """`--scale paper --data DIR` reads COCO 2017 through the detection base (papercli.data.coco):
+    two real steps and an evaluation on a tiny COCO-format folder, with a tiny model."""
+    from test_detection_data import _tiny_coco
+
+    _tiny_coco(tmp_path / "coco")
+    out = tmp_path / "run"
+    args = ["reproduce", "detr", "--scale", "paper", "--data", str(tmp_path / "coco")]
+    args += ["--steps", "2", "--batch-size", "2", "--out", str(out)]
+    for setting in (*TINY[1:], "backbone=small", "frozen_bn=false", "frozen_stages=0",
+                    "workers=0", "test_images=2"):  # fmt: skip
+        args += ["--set", setting]
+    proc = run_cli(*args)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert f"COCO 2017 from {tmp_path / 'coco'}" in (out / "config.yaml").read_text()
+    metrics = json.loads((out / "result.json").read_text())["metrics"]
+    assert 0.0 <= metrics["detr_map"] <= 1.0 and metrics["detr_ms_per_image"] > 0
+
+
 # a real mini run's last evaluation (seed 0)
-RECORDED = {"detr_map": 0.1645, "detr_nms_map": 0.1738, "layer1_map": 0.1386,
-            "layer1_nms_map": 0.1797}  # fmt: skip
-ONE_TO_MANY = {"detr_map": 0.02955, "detr_nms_map": 0.1855, "layer1_map": 0.02611,
-               "layer1_nms_map": 0.1851}  # fmt: skip
+RECORDED = {"detr_map": 0.5208, "detr_nms_map": 0.5191, "layer1_map": 0.4645,
+            "layer1_nms_map": 0.4858}  # fmt: skip
+ONE_TO_MANY = {"detr_map": 0.0336, "detr_nms_map": 0.2711, "layer1_map": 0.0317,
+               "layer1_nms_map": 0.2455}  # fmt: skip
 
 
 def _rows(metrics: dict) -> list[dict]:

@@ -19,7 +19,7 @@ from papercli.methods.boxes import cxcywh_to_xyxy
 from papercli.models import create_model
 from papercli.models.detr import DETR, DETRConfig, sine_positions
 from papercli.models.transformer import Attention, TransformerConfig
-from papercli.recipes.detr import DETR_MINI, DETRRecipe
+from papercli.recipes.detr import MINI, DETRRecipe
 from papercli.registry import Registry
 from papercli.reproduce.claims import evaluate_checks, verdict
 from papercli.reproduce.params import meta_counts
@@ -87,7 +87,7 @@ def test_positions_reach_queries_and_keys_but_not_values():
 
 def _recipe(**overrides) -> DETRRecipe:
     ctx = Context(device=torch.device("cpu"), seed=0)
-    cfg = replace(DETR_MINI, **overrides)
+    cfg = replace(MINI, **overrides)
     ctx.split_batch(cfg.batch_size, 0)
     return DETRRecipe(cfg, ctx)
 

@@ -70,7 +70,7 @@ from papercli.models import create_model
 from papercli.models.grounding_dino import GroundingDINO, GroundingDINOConfig
 from papercli.models.sam import box_prompt
 from papercli.recipes._detection import DetectionRecipe
-from papercli.recipes.detr import MINI as DETR_MINI
+from papercli.recipes.detr import SHALLOW_MINI as DETR_MINI
 from papercli.recipes.detr import DETRRecipe, DETRTrainConfig
 from papercli.recipes.sam import SAMRecipe, SAMTrainConfig
 from papercli.reproduce.config import bounded

@@ -35,7 +35,9 @@ def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
         return node.value
 
 
-_STR, _MAP, _SEQ = (f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq"))
+_STR, _MAP, _SEQ, _INT, _FLOAT = (
+    f"tag:yaml.org,2002:{t}" for t in ("str", "map", "seq", "int", "float")
+)
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
@@ -46,6 +48,11 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     and sequences (~90% of a paper file), handing every other node to the safe constructor:
     PyYAML's generic construction is pure Python and cost ~70% of parsing a file, which a first
     run over 10,000 files pays 10,000 times. Same result."""
+
+    # libyaml calls these around every node for path resolvers, which this loader has none of
+    # (asserted below): C callables that do nothing spare ~320 Python calls a file
+    descend_resolver = {}.get  # (parent, index) -> index, discarded
+    ascend_resolver = tuple  # () -> (), discarded
 
     def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
         """The base's tag resolution without its generality (path resolvers, per-call list
@@ -77,6 +84,13 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         if tag == _STR:
             return node.value
         if tag not in (_MAP, _SEQ):
+            # a year or a claim's value, as the safe constructor reads it but without its
+            # generality (signs, "_", bases; a leading zero is octal in YAML 1.1: left to it)
+            value = node.value
+            if tag == _INT and value.isdigit() and value.isascii() and value[0] != "0":
+                return int(value)
+            if tag == _FLOAT and value.replace(".", "", 1).isdigit() and value.isascii():
+                return float(value)
             return self.construct_object(node, deep=True)
         # an aliased node is built once and shared, as the safe constructor does: rebuilding it
         # at every alias would let a few lines of nested aliases expand exponentially
@@ -776,23 +790,26 @@ def _locate(root: yaml.Node | None, field_path: str) -> tuple[int | None, yaml.N
     return line, node
 
 
-# the run of indentation and block indicators ('- ', '? ', ': ') that opens a line
-_LINE_PREFIX = _Lazy(r"^[ \t?:-]*", re.M)
+@functools.cache
+def _line_opening(length: int) -> re.Pattern[str]:
+    """A line that opens with a run of `length` or more spaces and block indicators."""
+    return re.compile(rf"^[ \t?:-]{{{length},}}", re.M)
 
 
-def _depth_bound(text: str) -> int:
-    """A cheap upper bound on the nesting depth (~5 us for a paper file). Every flow collection
-    opens with '[' or '{'. A block collection nested in another starts further right, or (a
-    sequence under a mapping key) in the same column, and never right of a line's opening run
-    of spaces and indicators: so 2 levels per column of the longest such run."""
-    block = max((len(m) for m in _LINE_PREFIX.findall(text)), default=0)
-    return text.count("[") + text.count("{") + 2 * (block + 1)
+def _surely_shallow(text: str) -> bool:
+    """Whether `text` cannot nest deeper than MAX_DEPTH, by a cheap upper bound (~10 us for a
+    paper file). Every flow collection opens with '[' or '{'. A block collection nested in
+    another starts further right, or (a sequence under a mapping key) in the same column, and
+    never right of a line's opening run of spaces and indicators ('- ', '? ', ': '): so at most
+    2 levels per column of the longest such run, which must stay short of `room`."""
+    room = (MAX_DEPTH - text.count("[") - text.count("{")) // 2
+    return room > 0 and _line_opening(room).search(text) is None
 
 
 def _too_deep_line(text: str) -> int | None:
     """The line where nesting passes MAX_DEPTH, or None. libyaml's parser is a loop over events
     (only its composer recurses), so this walk is safe at any depth; it stops at the excess."""
-    if _depth_bound(text) <= MAX_DEPTH:
+    if _surely_shallow(text):
         return None
     depth = 0
     try:

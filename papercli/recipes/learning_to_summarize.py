@@ -23,9 +23,13 @@ Measured (mini, load ~10): seed 0 reproduces the curve — true score SFT 0.55, 
 down to −0.04 at KL 73 (0.75 below the peak at the largest KL) while the RM score rises 1.73 →
 2.06 (Spearman 0.71) — but seed 1 does not: the policy over-optimises within the first 15 PPO
 steps (true 0.39 at KL 32, SFT 0.64), so the rising part falls between two checkpoints (peak only
-+0.07 over SFT; Spearman 0.60). Checkpoints every 15 steps are too coarse for the fast seeds; a
-lower PPO lr or denser evaluations are the next thing to try. Wall 709 s / 712 s at that load,
-155 s of CPU time.
++0.07 over SFT; Spearman 0.60). Wall 709 s / 712 s at that load, 155 s of CPU time.
+Denser checkpoints do not rescue seed 1 (`--set eval_every=5`, 31 points, 145 s one-thread user
+CPU): the true score peaks at KL 4.0, only +0.08 over SFT (0.72 vs 0.64; the check wants 0.1),
+then falls 0.61 by KL 63 while the RM score rises (Spearman 0.76). So the rise is not hidden
+between checkpoints: seed 1's reward model (61 % held-out accuracy) barely points the policy
+towards the rule before it starts rewarding repeats. A lower PPO lr or more comparison prompts
+are what is left to try.
 """
 
 from __future__ import annotations

@@ -148,3 +148,17 @@ def test_a_new_play_is_cut_into_adaptation_and_held_out_text_at_line_ends():
     small, held_again = new_play_parts(text, 0.2, 0.1)  # less adaptation text, same held-out
     assert held_again == held and adapt.startswith(small) and adapt[len(small)] == "\n"
     assert len(small) == pytest.approx(0.1 * len(adapt), rel=0.02)
+
+
+def test_the_mini_starts_from_its_own_longer_trained_base_and_qlora_keeps_the_shared_one():
+    from papercli.recipes import lora as lora_recipe
+    from papercli.recipes import qlora
+    from papercli.reproduce.base_model import MiniBase
+
+    assert lora_recipe.MINI.base_steps == 4000 > MiniBase().steps == qlora.MINI.base_steps
+    assert lora_recipe.LoRAConfig().base_steps == MiniBase().steps  # the default is shared
+    names = {
+        MiniBase(steps=lora_recipe.MINI.base_steps).name,
+        MiniBase(steps=qlora.MINI.base_steps).name,
+    }
+    assert len(names) == 2  # two cache keys: the shared base is not retrained or replaced

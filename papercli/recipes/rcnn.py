@@ -85,7 +85,7 @@ Measured (one thread, the machine shared with ~3 other jobs; user CPU seconds by
 
 Why the RPN loses (issue 18i; seed 0, the mini's config with only the fast and faster arms, 900
 steps; proposal recall = share of the 375 objects of the 150 test scenes whose best proposal
-reaches the IoU; tools/rcnn_proposal_recall.py measures both from a run's checkpoint):
+reaches the IoU; benchmarks/rcnn_proposal_recall.py measures both from a run's checkpoint):
   - the proposals are NOT what loses the mAP. Recall at IoU 0.5 / 0.7 / 0.8 / 0.9:
         fixed, ~494 per image          0.979 / 0.725 / 0.576 / 0.333
         all 9,216 anchors (no RPN)     0.981 / 0.653 / 0.197 / 0.032

@@ -3,7 +3,7 @@ proposal recall on the test scenes (share of objects whose best proposal reaches
 0.8 / 0.9) of the fixed proposals, of the bare anchors and of the RPN's top N, and the faster
 arm's mAP on its own RPN proposals vs on the fixed ones (is it the proposals or the detector?).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python tools/rcnn_proposal_recall.py RUN_DIR [KEY=VALUE ...]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/rcnn_proposal_recall.py RUN_DIR [KEY=VALUE ...]
 
 KEY=VALUE are the run's --set overrides (Python literals; `arms=fast,faster`; nested detector
 fields as `detector.anchor_sizes=((10,14,20,28),)`), so the model built matches the checkpoint.

@@ -32,7 +32,9 @@ token prepended to every window; it streams with that one token as its sink (Tab
 Measured (mini, `/usr/bin/time` user seconds with OMP_NUM_THREADS=1) — the claim does NOT hold at
 this size and the verdict is "not reproduced": no attention sink forms, so window attention has
 nothing to lose when the first tokens leave the cache. "Share" below is the first token's
-attention (layers 1–3, `first_token_attention`) over the uniform share; a sink is ≫ 1.
+attention (layers 1–3, `first_token_attention`) over the uniform share; a sink is ≫ 1. The probes
+after the first item ran outside the engine (same network, AdamW, schedule, clipping and data;
+random batches), scoring 2 streams of 4 × context with this module's readers.
 - the mini, seeds 0 / 1 (357 / 401 s user CPU; 266 s wall on 2 idle cores): window / recompute
   1.000 / 1.000 (the check wants ≥ 2), 4 sinks / recompute 0.999 / 0.999, 2.4 / 2.5× faster than
   re-computation, streamed perplexity 43.7 / 42.1, dense / recompute 1.68 / 1.93 (the post wants
@@ -47,6 +49,10 @@ attention (layers 1–3, `first_token_attention`) over the uniform share; a sink
   consistent starting token (Llama-2's `<s>` comes before the text is chunked, so position 0 of a
   sample is mostly a random token), and Table 2's Llama-2 needs 4 initial tokens, not `<s>` alone;
   the vanilla arm therefore keeps windows cut anywhere.
+- the vanilla arm trained 4× longer (seed 0, 2,400 steps at the mini's lr 3e-3, 502 s): share per
+  layer 1–3 after 800 / 1,600 / 2,400 steps 0.26 0.16 0.16 / 0.21 0.14 0.12 / 0.19 0.14 0.13, no
+  head beyond layer 0 above 0.34: the first token is avoided more the longer it trains; window /
+  recompute 1.000 / 1.001 / 0.998 (held-out loss 3.47, recompute perplexity 30.7).
 - the vanilla arm at lr 1e-2 (seed 0, 1,200 steps, 273 s): share per layer 1–3 after 400 / 800 /
   1,200 steps 0.30 0.26 0.07 / 0.05 0.38 0.06 / 0.07 0.32 0.10; window / recompute 1.000, and a
   worse model (held-out loss 3.97 vs 3.43 at lr 3e-3 with the start token).

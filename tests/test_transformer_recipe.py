@@ -5,6 +5,7 @@ the CLI that must not reproduce, and the one-line error for missing paper data."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -58,6 +59,25 @@ def test_mini_arms_have_the_same_size():
     counts = {name: sum(p.numel() for p in arm.parameters()) for name, arm in arms.items()}
     assert set(counts) == {"transformer", "rnn"}
     assert abs(counts["transformer"] - counts["rnn"]) / counts["transformer"] < 1e-3
+
+
+def test_unit_scaling_init_is_the_released_codes():
+    """tensor2tensor's transformer_base: dense weights with variance 1 / fan_in, token embeddings
+    N(0, d^-0.5) (unit variance after the √d_model scaling of Sec. 3.4); the default "normal"
+    init (N(0, 0.02) everywhere, the other recipes') is left as it was."""
+    torch.manual_seed(0)
+    cfg = replace(_recipe(MINI).transformer_config(), vocab_size=2000)
+    model = Transformer(cfg)
+    assert cfg.init == "unit-scaling" and MINI.init == "unit-scaling"
+    assert model.embed.weight.std().item() == pytest.approx(cfg.dim**-0.5, rel=0.02)
+    ff = model.encoder[0].ff.up.weight  # (d_ff, d_model): fan-in d_model
+    assert ff.var().item() == pytest.approx(1 / cfg.dim, rel=0.05)
+    assert ff.abs().max().item() <= (3 / cfg.dim) ** 0.5
+    normal = Transformer(replace(cfg, init="normal"))
+    assert normal.embed.weight.std().item() == pytest.approx(0.02, rel=0.02)
+    assert normal.encoder[0].ff.up.weight.std().item() == pytest.approx(0.02, rel=0.02)
+    with pytest.raises(ValueError, match="unknown init"):
+        _recipe(apply_overrides(MINI, ["init=xavier"])).transformer_config()
 
 
 def _padded(src: torch.Tensor, extra: int, pad: int) -> torch.Tensor:

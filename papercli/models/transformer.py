@@ -60,6 +60,11 @@ class TransformerConfig:
     window: int = 0  # sliding-window attention: each token sees itself and window − 1 before it
     experts: int = 0  # a sparse mixture of this many feed-forward experts per block; 0: dense
     experts_per_token: int = 2  # top-k routing (Mixtral: 2 of 8)
+    # "normal": every weight N(0, 0.02) (GPT-2, BERT). "unit-scaling": the Transformer's
+    # released code (tensor2tensor's transformer_base: uniform_unit_scaling, gain 1) — dense
+    # weights uniform in ±√(3 / fan_in), variance 1 / fan_in, and token embeddings N(0, d^-0.5),
+    # which the √d_model scaling of Sec. 3.4 brings to unit variance beside the sinusoids
+    init: Literal["normal", "unit-scaling"] = "normal"
 
     @property
     def head_dim(self) -> int:
@@ -467,7 +472,12 @@ class Transformer(nn.Module):
             self.head.weight = self.embed.weight
 
     def _init(self, m: nn.Module) -> None:
-        if isinstance(m, nn.Linear | nn.Embedding):  # N(0, 0.02), GPT-2 / BERT
+        if self.cfg.init == "unit-scaling" and isinstance(m, nn.Linear):
+            bound = math.sqrt(3 / m.in_features)
+            nn.init.uniform_(m.weight, -bound, bound)
+        elif self.cfg.init == "unit-scaling" and m is self.embed:
+            nn.init.normal_(m.weight, std=self.cfg.dim**-0.5)
+        elif isinstance(m, nn.Linear | nn.Embedding):  # N(0, 0.02), GPT-2 / BERT
             nn.init.normal_(m.weight, std=0.02)
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+Init = Literal["normal", "unit-scaling"]  # TransformerConfig.init
+
 
 @dataclass(frozen=True)
 class TransformerConfig:
@@ -64,7 +66,7 @@ class TransformerConfig:
     # released code (tensor2tensor's transformer_base: uniform_unit_scaling, gain 1) — dense
     # weights uniform in ±√(3 / fan_in), variance 1 / fan_in, and token embeddings N(0, d^-0.5),
     # which the √d_model scaling of Sec. 3.4 brings to unit variance beside the sinusoids
-    init: Literal["normal", "unit-scaling"] = "normal"
+    init: Init = "normal"
 
     @property
     def head_dim(self) -> int:

@@ -73,7 +73,7 @@ from torch import nn
 
 from papercli.data import translation
 from papercli.models.rnn_seq2seq import RNNSearch, RNNSearchConfig
-from papercli.models.transformer import SIZES, KVCache, Transformer, TransformerConfig
+from papercli.models.transformer import SIZES, Init, KVCache, Transformer, TransformerConfig
 from papercli.reproduce.arms import Arms
 from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import Recipe, TrainConfig, run
@@ -104,7 +104,7 @@ class TransformerRecipeConfig(TrainConfig):
     warmup_steps: int = bounded(4000, ge=1)  # Eq. 3
     lr_factor: float = bounded(1.0, gt=0.0)  # multiplies Eq. 3 (1 in the paper)
     rnn_lr: float = bounded(3e-3, gt=0.0)
-    init: str = "unit-scaling"  # the released code's init (TransformerConfig.init), or "normal"
+    init: Init = "unit-scaling"  # the released code's init (TransformerConfig.init), or "normal"
     eval_sentences: int = bounded(500, ge=1)  # held-out sentences translated for BLEU
     show: int = bounded(20, ge=0)  # held-out translations written to translations.txt
 
@@ -216,8 +216,6 @@ class TransformerRecipe(Recipe):
         vocab = cfg.vocab_size + 2  # the BPE plus <pad> and <s>
         # room for decoding: source length + 50 (Sec. 6.1) and <s>
         dropout = base.dropout if cfg.dropout is None else cfg.dropout
-        if cfg.init not in ("unit-scaling", "normal"):
-            raise ValueError(f"unknown init '{cfg.init}' (unit-scaling or normal)")
         return replace(
             base, vocab_size=vocab, max_len=cfg.max_tokens + 52, dropout=dropout, init=cfg.init
         )

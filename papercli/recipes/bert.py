@@ -41,6 +41,7 @@ Without NSP the pooler is not pre-trained: it starts from random weights at fine
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,11 @@ from torch import nn
 from papercli.data import lm
 from papercli.methods.masking import IGNORE, MaskingRates, mask_tokens, sequence_seeds
 from papercli.models.transformer import SIZES, Transformer, TransformerConfig
-from papercli.recipes._pretrain_finetune import PretrainFinetuneConfig, PretrainFinetuneRecipe
+from papercli.recipes._pretrain_finetune import (
+    PretrainFinetuneConfig,
+    PretrainFinetuneRecipe,
+    mean_pool,
+)
 from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import run
 
@@ -62,17 +67,24 @@ class BERTConfig(PretrainFinetuneConfig):
     layers: int = bounded(4, ge=1)
     heads: int = bounded(4, ge=1)
     mask_rate: float = fraction(0.15)  # Sec. 3.1: share of tokens predicted
+    pool: Literal["cls", "mean"] = "cls"  # the classifier reads the pooled [CLS] or the mean
 
 
 MINI = BERTConfig(
-    steps=1000,
+    steps=800,
     batch_size=32,
     eval_every=200,
     log_every=25,
     grad_clip=1.0,
     lr=1e-3,
     warmup_steps=50,
-    finetune_lr=2e-4,
+    pretrain_fraction=0.75,
+    task="word_order",  # the which-play task cannot show pre-training (recipes/gpt.py)
+    task_words=32,
+    labelled_per_class=500,
+    finetune_lr=1e-4,
+    finetune_warmup=0.1,
+    pool="mean",
 )
 # 1M steps of 256 sequences (Appendix A.2); 3 fine-tuning epochs are a few thousand updates for
 # a GLUE-sized task, so phase 2 is ~0.3% of the run. Batch 256 runs as 32 micro-batches of 8.
@@ -201,14 +213,19 @@ class BERTRecipe(PretrainFinetuneRecipe):
     def classify(self, arm, rows, lengths) -> torch.Tensor:
         """Sec. 3.2: a linear layer on the pooled [CLS] state; the left-to-right network pools
         its last real token (the last text token before [SEP]: the only state that has read
-        the whole text under causal attention, as GPT's extract token)."""
+        the whole text under causal attention, as GPT's extract token). pool = mean: the linear
+        layer reads the mean of the last block's states over the row's real tokens instead."""
         at = torch.arange(len(rows), device=rows.device)
         if arm.transformer.cfg.arch == "decoder":
-            h = arm.transformer.decode(rows)[at, lengths - 2]
+            states = arm.transformer.decode(rows)
+            last = at, lengths - 2
         else:
             real = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]
-            h = arm.transformer.encode(rows, real)[:, 0]
-        return arm.classifier(arm.drop(arm.transformer.pool(h)))
+            states = arm.transformer.encode(rows, real)
+            last = at, torch.zeros_like(lengths)
+        if self.cfg.pool == "mean":
+            return arm.classifier(arm.drop(mean_pool(states, lengths)))
+        return arm.classifier(arm.drop(arm.transformer.pool(states[last])))
 
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, model: nn.Module) -> dict[str, float]:

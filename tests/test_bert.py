@@ -182,6 +182,25 @@ def test_readouts_mean_pool_and_cls_ignore_padding(recipe):
     recipe.cfg = replace(recipe.cfg, pool=MINI.pool)
 
 
+def test_mini_network_options_leave_the_paper_network_alone(recipe):
+    """norm / positions: the mini's pre-LN and relative position bias (its deviations, measured in
+    recipes/bert.py); the default config and the paper sizes keep BERT's post-LN, learned positions."""
+    from papercli.recipes.bert import BERTConfig
+
+    assert (BERTConfig().norm, BERTConfig().positions) == ("post", "learned")
+    assert (MINI.norm, MINI.positions, MINI.mask_rate) == ("pre", "relative", 0.4)
+    arm = recipe.build_arm("bidirectional")
+    assert arm.transformer.cfg.norm == recipe.cfg.norm
+    assert arm.transformer.cfg.positions == recipe.cfg.positions
+    post = replace(recipe.cfg, norm="post", positions="learned")
+    keep, recipe.cfg = recipe.cfg, post
+    try:
+        cfg = recipe.build_arm("left_to_right").transformer.cfg
+        assert (cfg.norm, cfg.positions, cfg.arch) == ("post", "learned", "decoder")
+    finally:
+        recipe.cfg = keep
+
+
 def test_masked_lm_inputs_static_and_dynamic(recipe):
     x, _ = recipe.stream.at(torch.arange(8))
     inputs, targets = recipe.mlm_inputs(x, None)
@@ -209,7 +228,7 @@ def test_short_run_through_the_cli_and_two_steps_do_not_reproduce(tmp_path, play
     assert record["verdict"] == "not reproduced"
     m = record["metrics"]
     floor = next(c for c in record["checks"] if c["metric"] == "bidirectional_test_acc")
-    assert 0 <= m["bidirectional_test_acc"] < floor["value"] and m["chance_acc"] == 1 / 2
+    assert 0 <= m["bidirectional_test_acc"] < floor["target"] and m["chance_acc"] == 1 / 2
     assert m["bidirectional_over_ltr"] == m["bidirectional_test_acc"] - m["left_to_right_test_acc"]
     assert m["bidirectional_gain"] == m["bidirectional_test_acc"] - m["scratch_test_acc"]
     assert m["bidirectional_heldout_mlm_loss"] > 0 and m["left_to_right_heldout_lm_loss"] > 0

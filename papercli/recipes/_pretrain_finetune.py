@@ -92,6 +92,13 @@ def read_paper_data(folder: Path | None) -> tuple[list[str], list[str], Labelled
     return texts[cut:], texts[:cut], task
 
 
+def mean_pool(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The mean of each row's states (B, T, D) over its real tokens (the first `lengths`): the
+    mini-scale readout that learns the word-order task from every LM tried (`recipes/gpt.py`)."""
+    real = torch.arange(states.shape[1], device=states.device) < lengths[:, None]
+    return (states * real[..., None]).sum(1) / lengths[:, None]
+
+
 class PretrainFinetuneRecipe(Recipe):
     cfg: PretrainFinetuneConfig
     unit = "tokens"

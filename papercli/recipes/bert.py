@@ -28,8 +28,13 @@ Table 5 shows that dropping NSP costs BERT a little (MNLI 84.4 → 83.9) and RoB
 it does not help; it applies equally to both pre-trained arms here, so it does not favour either.
 Without NSP the pooler is not pre-trained: it starts from random weights at fine-tuning.
 
-    mini   d 128, 4 layers, 4 heads, d_ff 512, 64-token windows, 1,024-token BPE; 800
-           pre-training steps of 32 windows, then 200 fine-tuning steps of 32 speeches
+    mini   d 128, 4 layers, 4 heads, d_ff 512, 64-token windows, 1,024-token BPE; 600
+           pre-training steps of 32 windows, then 200 fine-tuning steps of 32 texts of the
+           word-order task (`plays.word_order_task`, 500 per class), classifier on mean-pooled
+           states. Mini-scale deviations, all arms alike (BERT's own network never left the
+           unigram plateau here; measurements under MINI): pre-LN blocks, T5's relative position
+           bias instead of learned positions (no segment / embedding LayerNorm then), 40 % of
+           the tokens predicted instead of 15 %, no dropout
     paper  Sec. 3 / Appendix A.2: BERT-base (L 12, H 768, A 12; 110M) or --set size=bert-large
            (L 24, H 1024, A 16; 340M), 30,522 WordPiece ids, 512 positions, 2 segments; Adam lr
            1e-4, β 0.9 / 0.999, L2 weight decay 0.01, warm-up over 10,000 steps then linear decay,
@@ -41,6 +46,7 @@ Without NSP the pooler is not pre-trained: it starts from random weights at fine
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +55,11 @@ from torch import nn
 from papercli.data import lm
 from papercli.methods.masking import IGNORE, MaskingRates, mask_tokens, sequence_seeds
 from papercli.models.transformer import SIZES, Transformer, TransformerConfig
-from papercli.recipes._pretrain_finetune import PretrainFinetuneConfig, PretrainFinetuneRecipe
+from papercli.recipes._pretrain_finetune import (
+    PretrainFinetuneConfig,
+    PretrainFinetuneRecipe,
+    mean_pool,
+)
 from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import run
 
@@ -62,18 +72,68 @@ class BERTConfig(PretrainFinetuneConfig):
     layers: int = bounded(4, ge=1)
     heads: int = bounded(4, ge=1)
     mask_rate: float = fraction(0.15)  # Sec. 3.1: share of tokens predicted
+    pool: Literal["cls", "mean"] = "cls"  # the classifier reads the pooled [CLS] or the mean
+    norm: Literal["post", "pre"] = "post"  # mini network: BERT's post-LayerNorm, or pre-LN
+    positions: Literal["learned", "relative"] = "learned"  # mini: BERT's, or T5's relative bias
 
 
 MINI = BERTConfig(
-    steps=1000,
+    steps=800,
     batch_size=32,
     eval_every=200,
     log_every=25,
     grad_clip=1.0,
     lr=1e-3,
     warmup_steps=50,
-    finetune_lr=2e-4,
+    pretrain_fraction=0.75,
+    task="word_order",  # the which-play task cannot show pre-training (recipes/gpt.py)
+    task_words=32,
+    labelled_per_class=500,
+    finetune_lr=1e-4,
+    finetune_warmup=0.1,
+    pool="mean",
+    # mini-scale deviations that let the masked LM leave the unigram plateau in 600 steps (the
+    # measurements below): pre-LN (as the lm-compression mini), 40 % of the tokens predicted
+    # (Wettig et al. 2023, "Should You Mask 15% in Masked Language Modeling?"), no dropout, and
+    # T5's relative position bias (Raffel et al. Sec. 2.1) instead of learned absolute positions
+    norm="pre",
+    positions="relative",
+    mask_rate=0.4,
+    dropout=0.0,
 )
+# Why the deviations (issue 13k; seed 0, the bidirectional arm trained alone on the mini's
+# batches, held-out masked-LM loss in nats at 15 % masking; the unigram entropy of the training
+# tokens is 5.79 nats, and an untrained-to-plateau MLM sits at 5.83-5.86 on the held-out plays):
+#   BERT's network (post-LN, learned positions), lr 1e-3:  200: 5.71  400: 5.59  800: 5.50
+#     the same for 1,600 steps (2x the budget, cosine over 1,600): 1,000: 5.48  1,600: 5.46
+#   pre-LN, lr 1e-3: 400: 5.59        pre-LN, lr 3e-3: 400: 5.83    post-LN, lr 3e-3, β2 0.98: 5.86
+#   mask rate 0.4 (evaluated at 0.4): 400: 5.48                     dropout 0: 400: 5.57
+#   relative position bias (T5), otherwise BERT's: 400: 5.51
+#   pre-LN + mask 0.4 + dropout 0, learned positions: 400: 5.51  800: 5.46 (still the plateau)
+#   pre-LN + mask 0.4 + dropout 0 + relative positions:  400: 5.24  600: 4.98  800: 4.91
+# Only the last leaves the plateau within the budget. Likely why: a masked position's input is
+# [MASK], so even a bigram needs attention to the neighbouring positions, which learned absolute
+# positions make slow to find (the left-to-right LM gets its bigram through the residual stream
+# and reaches 4.0 nats in 800 steps); a relative bias gives "attend to my neighbour" directly.
+# The full mini run of BERT's own network (seed 0, which-play task, 800 + 200 steps, as on main):
+# bidirectional 18.9 %, left-to-right 21.3 %, scratch 24.5 % (chance 16.7 %), held-out MLM 5.52 /
+# LM 4.03 nats after pre-training, 519 s one-thread user CPU: the left-to-right LM learned and
+# still trails scratch on which-play (as the gpt mini's sweep: a 5-CPU-minute LM adds nothing to
+# that lexical task), so the task, not only the pre-training, fails there -> the word-order task.
+# Full mini runs with the deviations (word-order task, 528 test texts: one standard error of an
+# accuracy ≈ 2.2 points; held-out losses after fine-tuning, the MLM's at 40 % masking):
+#   seed  bidirectional  left_to_right  scratch   MLM / LM loss at step 600   user CPU, one thread
+#   0     56.1 %         69.1 %         51.7 %    5.22 / 4.21 nats            385 s
+#   1     63.6 %         70.3 %         52.1 %    5.13 / 4.23 nats            396 s
+# NOT reproduced: the masked LM now leaves the plateau and beats scratch by 4.4 / 11.6 points
+# (BERT's own network, issue 13i, seed 0: +2.3; seed 1 passes the gain check), but the left-to-right LM, on the same network and batches, is
+# ahead by 13.1 / 6.6 points (Table 5's order reversed), and the floor of 65 % is missed (56.1 /
+# 63.6 %). Both runs also exceed the time budget (385 / 396 s one-thread CPU, 495 / 593 s wall on
+# the loaded shared machine). Per window the MLM is scored on 40 % of the tokens, the
+# LTR LM on all of them, and its loss is still ~1 nat behind at 600 steps; the paper's MLM
+# catches up over ~1M steps (Appendix C.1, Fig. 5), far outside a 5-CPU-minute budget. Not tried
+# for lack of time: these deviations one at a time in full runs, pre-training steps traded for
+# fine-tuning ones, the roberta mini on this network.
 # 1M steps of 256 sequences (Appendix A.2); 3 fine-tuning epochs are a few thousand updates for
 # a GLUE-sized task, so phase 2 is ~0.3% of the run. Batch 256 runs as 32 micro-batches of 8.
 PAPER = BERTConfig(
@@ -152,7 +212,7 @@ class BERTRecipe(PretrainFinetuneRecipe):
         elif c.size == "mini":
             base = replace(
                 SIZES[self.PAPER_SIZES[0]], dim=c.dim, layers=c.layers, heads=c.heads,
-                ff_dim=4 * c.dim,
+                ff_dim=4 * c.dim, norm=c.norm, positions=c.positions,
             )  # fmt: skip
             max_len = c.context
         else:
@@ -201,14 +261,19 @@ class BERTRecipe(PretrainFinetuneRecipe):
     def classify(self, arm, rows, lengths) -> torch.Tensor:
         """Sec. 3.2: a linear layer on the pooled [CLS] state; the left-to-right network pools
         its last real token (the last text token before [SEP]: the only state that has read
-        the whole text under causal attention, as GPT's extract token)."""
+        the whole text under causal attention, as GPT's extract token). pool = mean: the linear
+        layer reads the mean of the last block's states over the row's real tokens instead."""
         at = torch.arange(len(rows), device=rows.device)
         if arm.transformer.cfg.arch == "decoder":
-            h = arm.transformer.decode(rows)[at, lengths - 2]
+            states = arm.transformer.decode(rows)
+            last = at, lengths - 2
         else:
             real = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]
-            h = arm.transformer.encode(rows, real)[:, 0]
-        return arm.classifier(arm.drop(arm.transformer.pool(h)))
+            states = arm.transformer.encode(rows, real)
+            last = at, torch.zeros_like(lengths)
+        if self.cfg.pool == "mean":
+            return arm.classifier(arm.drop(mean_pool(states, lengths)))
+        return arm.classifier(arm.drop(arm.transformer.pool(states[last])))
 
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -40,7 +40,11 @@ from torch import nn
 
 from papercli.data import lm
 from papercli.models.transformer import SIZES, Transformer, TransformerConfig
-from papercli.recipes._pretrain_finetune import PretrainFinetuneConfig, PretrainFinetuneRecipe
+from papercli.recipes._pretrain_finetune import (
+    PretrainFinetuneConfig,
+    PretrainFinetuneRecipe,
+    mean_pool,
+)
 from papercli.reproduce.config import bounded
 from papercli.reproduce.engine import run
 
@@ -213,8 +217,7 @@ class GPTRecipe(PretrainFinetuneRecipe):
         pool = mean, the mean of the last block's states over the row's real tokens)."""
         h = arm.transformer.decode(rows) if states is None else states
         if self.cfg.pool == "mean":
-            real = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]
-            return arm.w_y((h * real[..., None]).sum(1) / lengths[:, None])
+            return arm.w_y(mean_pool(h, lengths))
         return arm.w_y(h[torch.arange(len(rows), device=rows.device), lengths - 1])
 
     def finetune_loss(self, arm, rows, lengths, labels) -> torch.Tensor:

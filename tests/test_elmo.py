@@ -105,6 +105,7 @@ def test_two_steps_through_the_cli_do_not_reproduce(tmp_path):
     assert record["verdict"] == "not reproduced"
     m = record["metrics"]
     assert m["elmo_gain"] == m["elmo_test_acc"] - m["static_test_acc"]
+    assert m["chance_acc"] == 0.5  # the mini's task: real vs shuffled word order
     assert not next(c for c in record["checks"] if c["metric"] == "elmo_test_acc")["passed"]
     bad = papercli("reproduce", "elmo", "--dry-run", "--set", "arms=elmo,glove")
     assert bad.returncode == 2 and "unknown arm(s) glove" in bad.stderr

@@ -1,6 +1,6 @@
 """LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021, arXiv 2106.09685).
 
-Claim checked at mini scale (Sec. 5.1, Table 2: on GLUE, RoBERTa and DeBERTa adapted with LoRA
+Claim checked at mini scale (Sec. 5, Table 2: on GLUE, RoBERTa and DeBERTa adapted with LoRA
 "perform on-par or better than" full fine-tuning while training a tiny fraction of the
 parameters): adapting a pre-trained model to a labelled classification task, rank-4 adapters on
 Wq and Wv plus the task's new head reach a test accuracy within a stated margin of full
@@ -364,7 +364,8 @@ class LoRARecipe(GPT2Recipe):
             raise ValueError(f"arm '{other}' is not one of task {self.cfg.task}'s arms")
         if self.cfg.task == "lm":
             return Arms({name: self.make_arm(name, copy.deepcopy(base)) for name in arms})
-        # the task's new output layer (Sec. 5.1: trained in every arm), the same start in each
+        # the task's new output layer, the same start in every arm (Table 2's GLUE runs train it
+        # with the adapters)
         head = nn.Linear(base.cfg.dim, len(WORD_ORDER_CLASSES))
         return Arms(
             {
@@ -479,7 +480,7 @@ class LoRARecipe(GPT2Recipe):
 class Classifier(nn.Module):
     """An arm on the classification task: the (adapted) base and a new linear head on the mean
     of its last states over each row's real tokens (`mean_pool`, the gpt recipe's readout of the
-    same task). The paper's GLUE runs train the new head alongside the adapters (Sec. 5.1)."""
+    same task). The paper's GLUE runs (Sec. 5, Table 2) train the new head with the adapters."""
 
     def __init__(self, transformer: nn.Module, head: nn.Linear):
         super().__init__()

@@ -51,6 +51,8 @@ levels), head alone / full fine-tuning / LoRA:
   (check ≥ +3); seed 1 (82 s): 74.1 / 92.6 / 92.0 %: −0.6 and +18.0. Merged = unmerged logits
   to ≤ 2e-6.
 - a 2-step run: 50.0 / 50.4 / 50.2 %, at chance (the control the tests keep).
+- on the shared 600-step base (`--set base_steps=600`, the same lrs, seed 0, 83 s): 62.1 / 76.0 /
+  75.2 %, also within the margin (−0.8) — the weaker base lowers every arm, not LoRA's standing.
 - the learning-rate sweep (a probe script with the recipe's data, base, pooling and schedule,
   its own batches): validation accuracy (200 held-out training texts, trained on 800, seed 0)
   full 3e-5 / 1e-4 / 3e-4 / 1e-3 → 75.0 / 87.5 / 94.5 / 93.5 %, LoRA 3e-4 / 1e-3 / 3e-3 / 1e-2 →

@@ -1,6 +1,7 @@
 """LoRA: adapters that start at the base exactly, train only A and B, merge into W with the same
-outputs; the paper-scale trainable-parameter count on the meta device; a tiny run through the CLI
-on a tiny base, and a 2-step run that must not reproduce."""
+outputs; the trainable-parameter counts on the meta device (the mini's arms with their head, GPT-2
+Medium at paper scale); tiny runs through the CLI on a tiny base (the mini's classification task
+and the language-modelling one), and a 2-step run that must not reproduce."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ SMALL = TransformerConfig(vocab_size=64, dim=32, layers=2, heads=4, ff_dim=64, m
 # keeps the mini's warm-up (the tiny base is so raw that any full-rate step would adapt it)
 CONTROL = ("context=16", "eval_sequences=8")
 TINY_RUN = (*CONTROL, "eval_every=4", "warmup_steps=1")
+# the mini's task (word order) at a tiny size: few labelled texts, a third of the test set
+TASK = ("labelled_per_class=16", "eval_texts=200")
+TINY_DIM, TINY_LAYERS = 32, 2  # the tiny base: the gpt-2 recipe's d32 arm
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +37,9 @@ def tiny_base(tmp_path_factory) -> str:
         return str(ensure_mini_base(TINY, log=lambda *_: None))
 
 
-def tiny_run(paper: str, out, base: str) -> dict:
+def tiny_run(paper: str, out, base: str, *settings: str) -> dict:
     """8 steps of `paper` on the tiny base through the CLI: its result record."""
-    sets = [a for s in (f"base={base}", *TINY_RUN) for a in ("--set", s)]
+    sets = [a for s in (f"base={base}", *TINY_RUN, *settings) for a in ("--set", s)]
     proc = papercli(
         "reproduce", paper, "--steps", "8", "--batch-size", "8", "--out", str(out), "--json",
         *sets,
@@ -105,11 +109,38 @@ def test_paper_scale_counts_gpt2_medium_with_r4_on_wq_wv():
     assert arms["base"]["trainable"] == 0
 
 
-def test_tiny_run_reports_sizes_and_two_steps_do_not_reproduce(tmp_path, tiny_base, runner):
+def test_tiny_run_on_the_task_reports_sizes_and_two_steps_do_not_reproduce(
+    tmp_path, tiny_base, runner
+):
     from conftest import two_step_control
 
     out = tmp_path / "run"
-    m = tiny_run("lora", out, tiny_base)["metrics"]
+    m = tiny_run("lora", out, tiny_base, *TASK)["metrics"]
+    head = TINY_DIM * 2 + 2  # the new linear head: 2 classes (in order / shuffled)
+    assert m["head_trainable_params"] == head
+    assert m["full_trainable_params"] == m["base_params"] + head
+    # per layer: A (4 × d) and B (d × 4) on Wq and on Wv, plus the head
+    assert m["lora_trainable_params"] == TINY_LAYERS * 2 * 2 * 4 * TINY_DIM + head
+    for arm in ("head", "full", "lora"):
+        assert 0 <= m[f"{arm}_test_acc"] <= 1
+        assert m[f"{arm}_optimizer_bytes"] == 2 * 4 * m[f"{arm}_trainable_params"]  # Adam's moments
+    assert m["lora_minus_full_acc"] == m["lora_test_acc"] - m["full_test_acc"]
+    assert m["lora_minus_head_acc"] == m["lora_test_acc"] - m["head_test_acc"]
+    assert m["chance_acc"] == 0.5
+    assert (out / "lora_adapter.safetensors").stat().st_size == m["lora_checkpoint_bytes"]
+    assert (out / "head_only.safetensors").stat().st_size == m["head_checkpoint_bytes"]
+    assert m["lora_checkpoint_bytes"] < m["full_checkpoint_bytes"] / 5
+    assert m["lora_merge_max_abs_diff"] <= 1e-5
+
+    failed = two_step_control(
+        runner, "lora", tmp_path / "control", f"base={tiny_base}", *CONTROL, *TASK
+    )
+    assert "lora_test_acc" in failed  # two steps leave every arm near chance
+
+
+def test_tiny_run_of_the_language_modelling_task_still_adapts(tmp_path, tiny_base):
+    out = tmp_path / "run"
+    m = tiny_run("lora", out, tiny_base, "task=lm")["metrics"]
     assert m["full_trainable_params"] == m["base_params"] > m["lora_trainable_params"] > 0
     assert m["lora_optimizer_bytes"] == 2 * 4 * m["lora_trainable_params"]  # Adam's two moments
     assert m["full_optimizer_bytes"] == 2 * 4 * m["full_trainable_params"]
@@ -117,9 +148,25 @@ def test_tiny_run_reports_sizes_and_two_steps_do_not_reproduce(tmp_path, tiny_ba
     assert (out / "lora_adapter.safetensors").stat().st_size == m["lora_checkpoint_bytes"]
     assert m["lora_merge_max_abs_diff"] <= 1e-5
     assert m["full_heldout_loss"] < m["base_heldout_loss"]  # eight steps already adapt
+    assert "lora_minus_full_loss" in m and "base_minus_lora_loss" in m
 
-    failed = two_step_control(runner, "lora", tmp_path / "control", f"base={tiny_base}", *CONTROL)
-    assert "base_minus_lora_loss" in failed
+
+def test_the_mini_counts_the_head_in_every_arm_and_lora_under_one_percent():
+    plan = json.loads(papercli("reproduce", "lora", "--dry-run", "--json").stdout)
+    arms = plan["arm_params"]
+    base = 932_608  # the d128 mini base (tied embedding and output layer once)
+    head = 128 * 2 + 2
+    assert arms["head"]["trainable"] == head
+    assert arms["full"]["trainable"] == base + head
+    assert arms["lora"]["trainable"] == 4 * 2 * (4 * 128 + 128 * 4) + head == 8_450
+    assert arms["lora"]["trainable"] / base < 0.01
+
+
+def test_each_task_refuses_the_other_task_s_reference_arm():
+    proc = papercli("reproduce", "lora", "--dry-run", "--set", "arms=base,lora")
+    assert proc.returncode != 0 and "not one of task word_order's arms" in proc.stderr
+    proc = papercli("reproduce", "lora", "--dry-run", "--set", "task=lm", "--set", "arms=head")
+    assert proc.returncode != 0 and "not one of task lm's arms" in proc.stderr
 
 
 def test_a_base_that_is_not_a_model_is_a_clear_error(tmp_path):

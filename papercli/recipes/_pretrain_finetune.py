@@ -99,6 +99,16 @@ def mean_pool(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (states * real[..., None]).sum(1) / lengths[:, None]
 
 
+def accuracy(classify, rows, lengths, labels, device, batch: int = 64) -> float:
+    """The share of labelled rows whose highest class logit, `classify(rows, lengths)` on
+    `device` in batches, is their label (also LoRA's classification task, `recipes/lora.py`)."""
+    correct = 0
+    for i in range(0, len(rows), batch):
+        logits = classify(rows[i : i + batch].to(device), lengths[i : i + batch].to(device))
+        correct += int((logits.argmax(-1).cpu() == labels[i : i + batch]).sum())
+    return correct / len(rows)
+
+
 class PretrainFinetuneRecipe(Recipe):
     cfg: PretrainFinetuneConfig
     unit = "tokens"
@@ -263,18 +273,16 @@ class PretrainFinetuneRecipe(Recipe):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Test accuracy of every arm on the labelled task (before phase 2 it is near chance)."""
         rows, lengths = self.test_rows
-        metrics = {}
-        for name, arm in model.items():
-            correct = 0
-            for i in range(0, len(rows), 64):
-                logits = self.classify(
-                    arm,
-                    rows[i : i + 64].to(self.ctx.device),
-                    lengths[i : i + 64].to(self.ctx.device),
-                )
-                correct += int((logits.argmax(-1).cpu() == self.test_labels[i : i + 64]).sum())
-            metrics[f"{name}_test_acc"] = correct / len(rows)
-        return metrics
+        return {
+            f"{name}_test_acc": accuracy(
+                lambda r, n, arm=arm: self.classify(arm, r, n),
+                rows,
+                lengths,
+                self.test_labels,
+                self.ctx.device,
+            )
+            for name, arm in model.items()
+        }
 
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
         m = dict(last_eval)

@@ -23,6 +23,7 @@ ids after the BPE vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -99,7 +100,14 @@ def mean_pool(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (states * real[..., None]).sum(1) / lengths[:, None]
 
 
-def accuracy(classify, rows, lengths, labels, device, batch: int = 64) -> float:
+def accuracy(
+    classify: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    rows: torch.Tensor,
+    lengths: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device | str,
+    batch: int = 64,
+) -> float:
     """The share of labelled rows whose highest class logit, `classify(rows, lengths)` on
     `device` in batches, is their label (also LoRA's classification task, `recipes/lora.py`)."""
     correct = 0

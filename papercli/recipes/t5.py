@@ -59,23 +59,22 @@ windows, 4 corruptions each, as a one-feature probe):
     density 0.5, lr 6e-3           60 %       57-59 %  57.6 %
     density 0.5, lr 3e-3, span 8   72 %       53-59 %  50.4 %   (Table 8: longer spans score
                                                                  close to 3; phase 1 148 s)
-The full recipe at density 0.5, lr 3e-3 (`--set noise_density=0.5 --set lr=3e-3`, seed 0): 50.0 %
-vs 50.0 %, 259 s: the probe's 58.1 % (52.7 % at its step 150) does not survive the recipe's own
-phase 2 (its dropout draws, weight-decay groups), so it is no setting to adopt. Mean spans of 8
-make the model's own denoising loss tell real from shuffled at 72 % (zero-shot; the decoder
-predicts 8-token runs left to right, an LM inside each span), yet fine-tuning stays at chance:
-what it learned is a surprisal of corrupted text, which the clean-input first-token decision of
-text-to-text classification does not read. Open: a phase 2 that gets there (more fine-tuning
-steps than the 5-minute budget leaves, or scoring with the denoising loss itself).
 (Table 7: 50 % corruption scores close to 15 % on GLUE and gives 3× the targets per step; a
-phase 1 at density 0.5 takes ~180 s instead of ~140 s.) The gpt mini's LM, for comparison:
-surprisal probe 82 %, frozen mean-pooled 55-61 %, fine-tuned 75 %. At the mini's settings the
-decisive first target token stays at chance on the training batches too (loss per target token
-0.13 ≈ ln 2 / 5.5) while the rest of "original" / "shuffled" is learned; the network can fit
-labels (64 training texts memorised, 100 % after 125 steps), so nothing is disconnected. So at
-this budget span corruption teaches the encoder little word order (15 % of the tokens are
-targets: ~1/8 of the LM signal gpt's 800 steps get), and the decoder's first-token decision
-learns the task only from the best-trained encoders, and then below the 65 % floor.
+phase 1 at density 0.5 takes ~180 s instead of ~140 s.) The full recipe at density 0.5, lr 3e-3
+(`--set noise_density=0.5 --set lr=3e-3`, seed 0): 50.0 % vs 50.0 %, 259 s: the probe's 58.1 %
+(52.7 % at its step 150) does not survive the recipe's own phase 2 (its dropout draws,
+weight-decay groups), so it is no setting to adopt. The gpt mini's LM, for comparison: surprisal
+probe 82 %, frozen mean-pooled 55-61 %, fine-tuned 75 %. At the mini's settings the decisive
+first target token stays at chance on the training batches too (loss per target token 0.13 ≈
+ln 2 / 5.5) while the rest of "original" / "shuffled" is learned; the network can fit labels (64
+training texts memorised, 100 % after 125 steps), so nothing is disconnected. So at this budget
+span corruption at the paper's settings teaches the encoder little word order (15 % of the
+tokens are targets: ~1/8 of the LM signal gpt's 800 steps get). Mean spans of 8 make the model's
+own denoising loss tell real from shuffled at 72 % (zero-shot; the decoder predicts 8-token runs
+left to right, an LM inside each span), yet fine-tuning stays at chance: what it learned is a
+surprisal of corrupted text, which the clean-input first-token decision of text-to-text
+classification does not read. Open: a phase 2 that gets there (more fine-tuning steps than the
+5-minute budget leaves, or scoring with the denoising loss itself).
 """
 
 from __future__ import annotations

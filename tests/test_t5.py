@@ -10,6 +10,7 @@ from dataclasses import replace
 import torch
 from test_reproduce_cli import papercli
 
+from papercli.data import plays
 from papercli.methods.span_corruption import corrupt, noise_mask
 from papercli.models import create_model
 from papercli.models.transformer import KVCache
@@ -100,23 +101,38 @@ def test_relative_bias_decoder_with_cache_matches_full_decoding():
     assert (bucket[:200] < 16).all() and (bucket[201:] >= 16).all()  # before / after the query
 
 
-def _recipe() -> T5Recipe:
-    cfg = replace(MINI, vocab_size=512, context=24, dim=16, layers=1, heads=2, dropout=0.0)
+def _recipe(**overrides) -> T5Recipe:
+    cfg = replace(
+        MINI, vocab_size=512, context=24, dim=16, layers=1, heads=2, dropout=0.0, **overrides
+    )
     recipe = T5Recipe(cfg, Context(device=torch.device("cpu"), seed=0, global_batch=4))
     recipe.ctx.split_batch(4, 0)
     recipe.setup_data()
     return recipe
 
 
+def _targets(recipe: T5Recipe) -> list[str]:
+    return [recipe.tokenizer.decode(r[: n - 1].tolist()) for r, n in
+            zip(recipe.label_rows, recipe.label_lengths, strict=True)]  # fmt: skip
+
+
+def test_the_prefix_and_the_target_text_follow_the_task():
+    # Sec. 2.4: the mini's task is word order, its target the class's name as text
+    for task, prefix, targets in [
+        ("word_order", "word order: ", ["original", "shuffled"]),
+        ("play", "which play: ", [c.replace("-", " ") for c in plays.HELD_OUT]),
+    ]:
+        recipe = _recipe(task=task)
+        rows, _ = recipe.train_rows
+        ids = recipe.tokenizer.encode(prefix).ids
+        assert (rows[:, : len(ids)] == torch.tensor(ids)).all()
+        assert _targets(recipe) == targets
+
+
 def test_text_to_text_rows_and_rank_classification():
-    recipe = _recipe()
+    recipe = _recipe(task="play")
     rows, lengths = recipe.train_rows
-    prefix = recipe.tokenizer.encode("which play: ").ids
-    assert rows[0, : len(prefix)].tolist() == prefix
     assert (rows[torch.arange(len(rows)), lengths - 1] == recipe.eot).all()  # end-of-sequence
-    names = [recipe.tokenizer.decode(r[: n - 1].tolist()) for r, n in
-             zip(recipe.label_rows, recipe.label_lengths, strict=True)]  # fmt: skip
-    assert names == [c.replace("-", " ") for c in recipe.task.classes]
 
     _, x, y = recipe.train_batch(0)  # phase 1: span-corrupted windows
     assert x.shape == (4, 24 - 4 + 1) and (y[:, 0] == recipe.sentinel_ids[0]).all()
@@ -144,5 +160,6 @@ def test_two_steps_through_the_cli_do_not_reproduce(tmp_path):
     m = record["metrics"]
     assert m["pretrained_gain"] == m["pretrained_test_acc"] - m["scratch_test_acc"]
     assert not next(c for c in record["checks"] if c["metric"] == "pretrained_test_acc")["passed"]
+    assert m["chance_acc"] == 0.5  # the mini's task: real vs shuffled word order
     bad = papercli("reproduce", "t5", "--dry-run", "--set", "optimizer=sgd")
     assert bad.returncode == 2 and "expected one of adamw, adafactor" in bad.stderr

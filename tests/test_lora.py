@@ -87,7 +87,7 @@ def test_adapters_start_at_the_base_train_alone_and_merge_with_the_same_outputs(
     d = SMALL.dim
     assert torch.equal(kv[:d], frozen["decoder.0.attn.kv.weight"][:d])  # k rows untouched
     assert not torch.equal(kv[d:], frozen["decoder.0.attn.kv.weight"][d:])  # v rows absorbed BA
-    state = lora.adapter_state(adapted)
+    state = lora.trained_state(adapted)
     assert set(state) == {n for n in trainable}
 
 

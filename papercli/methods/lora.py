@@ -139,12 +139,9 @@ def merge(model: nn.Module) -> nn.Module:
     return model
 
 
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapters' A and B: what a task's checkpoint needs on top of the shared base."""
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What a task's checkpoint needs on top of the shared, frozen base: every tensor still
+    trained (the adapters' A and B, and a task's new head where there is one)."""
     return {
-        f"{prefix}.{key}": value
-        for prefix, layer in model.named_modules()
-        if isinstance(layer, LoRALinear)
-        for key, value in layer.state_dict().items()
-        if key.startswith(("A.", "B."))
+        name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad
     }

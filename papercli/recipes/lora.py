@@ -457,12 +457,7 @@ class LoRARecipe(GPT2Recipe):
             if name == "full":
                 save_model(model[name], str(path))
             else:
-                trained = {
-                    k: p.detach().contiguous()
-                    for k, p in model[name].named_parameters()
-                    if p.requires_grad
-                }
-                save_file(trained, str(path))
+                save_file(lora.trained_state(model[name]), str(path))
             m[f"{name}_checkpoint_bytes"] = path.stat().st_size
 
     @torch.no_grad()

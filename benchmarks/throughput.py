@@ -1,9 +1,12 @@
-"""Training and evaluation throughput (images/s) of our ResNet-50 and ViT-B/16 against references.
+"""Training and evaluation throughput (images/s) of our ResNet-50, ViT-B/16, Swin-T and DeiT-B
+against references.
 
     python benchmarks/throughput.py                      # CPU, fp32, small batch
     python benchmarks/throughput.py --device cuda --bf16 --compile --batch 256
 
-Reference models: timm's resnet50 / vit_base_patch16_224 when timm imports (it does not on the CPU
+    python benchmarks/throughput.py --device cuda --bf16 --compile --models swin-t,deit-b/16
+
+Reference models: timm's same architectures (TIMM_NAMES) when timm imports (it does not on the CPU
 machine here: torchvision is missing). Otherwise the reference is our own model with its speed
 features switched off — ViT attention written out as softmax(QKᵀ/√d)V instead of
 scaled_dot_product_attention, ResNet in NCHW instead of channels_last — and the output says so.
@@ -22,6 +25,13 @@ import torch.nn.functional as F
 from papercli.models import create_model
 from papercli.models.vit import Attention
 
+# our model name -> timm's same architecture (the references of issues 13-16's GPU reports)
+TIMM_NAMES = {
+    "resnet50": "resnet50",
+    "vit-b/16": "vit_base_patch16_224",
+    "swin-t": "swin_tiny_patch4_window7_224",
+    "deit-b/16": "deit_base_patch16_224",
+}
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s
 
 
@@ -47,19 +57,17 @@ def reference(name: str):
     try:
         import timm
 
-        return timm.create_model(
-            {"resnet50": "resnet50", "vit-b/16": "vit_base_patch16_224"}[name]
-        ), "timm"
+        return timm.create_model(TIMM_NAMES[name]), "timm"
     except (
         Exception
     ):  # timm missing or unusable (no torchvision): our model with speed features off
         model = create_model(name)
-        if name.startswith("vit"):
-            for m in model.modules():
-                if isinstance(m, Attention):
-                    m.forward = naive_attention.__get__(m, Attention)
-            return model, "ours without fused attention (timm unavailable)"
-        return model, "ours in NCHW (timm unavailable)"
+        if name.startswith("resnet"):
+            return model, "ours in NCHW (timm unavailable)"
+        naive = [m for m in model.modules() if isinstance(m, Attention)]
+        for m in naive:
+            m.forward = naive_attention.__get__(m, Attention)
+        return model, "ours" + (" without fused attention" if naive else "") + " (timm unavailable)"
 
 
 def measure(

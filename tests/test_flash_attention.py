@@ -74,7 +74,7 @@ def test_recipe_through_the_cli_at_tiny_n(tmp_path):
     out = tmp_path / "fa"
     proc = papercli(
         "reproduce", "flash-attention", "--out", str(out), "--json", "--steps", "2",
-        "--set", "seq_lens=512,2048", "--set", "exact_n=150", "--set", "block=64",
+        "--set", "seq_lens=1024,4096", "--set", "exact_n=150", "--set", "block=64",
         env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert proc.returncode in (0, 1), proc.stderr
@@ -83,14 +83,15 @@ def test_recipe_through_the_cli_at_tiny_n(tmp_path):
     assert m["max_abs_error"] <= BOUND
     # the tiled algorithm's peak grows about linearly, standard attention's about quadratically:
     # had the recipe's algorithm been standard attention, tiled_memory_slope <= 1.2 would fail
-    assert m["flash_memory_slope"] <= 1.2 < 1.8 <= m["standard_memory_slope"], m
-    assert m["standard_mib_2048"] > 4 * m["flash_mib_2048"]
-    assert m["flash_ms_512"] > 0 and m["standard_ms_2048"] > 0
+    memory = {k: v for k, v in m.items() if "mib" in k or "slope" in k}
+    assert m["flash_memory_slope"] <= 1.2 < 1.8 <= m["standard_memory_slope"], memory
+    assert m["standard_mib_4096"] > 4 * m["flash_mib_4096"]
+    assert m["flash_ms_1024"] > 0 and m["standard_ms_4096"] > 0
     checks = {c["metric"]: c["passed"] for c in record["checks"]}
     assert checks["max_abs_error"] and checks["tiled_memory_slope"]
     assert "speedup_over_standard_at_longest" not in checks  # a GPU (paper-scale) check
     table = (out / "attention.md").read_text()
-    assert "| 2048 |" in table and "flash MiB" in table
+    assert "| 4096 |" in table and "flash MiB" in table
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["train_standard_mib"] > 0
 
@@ -109,15 +110,20 @@ def test_dry_run_and_usage_errors():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-def test_triton_kernels_are_exact_under_the_interpreter():
-    """The Triton kernels on the CPU (TRITON_INTERPRET=1, set before triton is imported)."""
+def test_triton_kernels_are_exact():
+    """The Triton kernels compiled for the GPU where there is one, else under Triton's CPU
+    interpreter (TRITON_INTERPRET=1, set before triton is imported). Triton 3.6's interpreter fails
+    on NumPy ≥ 2.5 (it turns 1-element arrays into ints), so a CUDA machine runs the real thing."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     script = (
         "import json; from papercli.methods import attention_bench as b\n"
         "print(json.dumps({f'{a} {c}': max(b.attention_errors(b.attention_fn(a, 16),"
-        " b.Point(a, 45, heads=2, dim=24, causal=c)).values())"
+        f" b.Point(a, 45, heads=2, dim=24, causal=c), device='{device}').values())"
         " for a in ('triton_fa1', 'triton_fa2') for c in (False, True)}))"
     )
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env
     )

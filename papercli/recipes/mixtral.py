@@ -38,7 +38,9 @@ held-out sequences (`*_excess_loss`). `--set dataset=plays` trains on the plays 
            on the shared machine, so `seconds` failed there)
     paper  mixtral-8x7b (46.7B total, 12.9B active; Table 1), 32k context, 32,000-token BPE; text
            from --data PATH (a folder of .txt files). With --gpu the run also times one
-           Mixtral-shaped MoE layer (dim 4096, 8 experts of 14336, top-2, bf16): tokens/s
+           Mixtral-shaped MoE layer (dim 4096, 8 experts of 14336, top-2, bf16): tokens/s.
+           Measured on one H200 (`--gpu`, mini): sparse ahead by 0.298 nats, load 0.66-1.64×
+           uniform, 104 s; the MoE layer's forward 0.80 M tokens/s at 8,192 tokens, 0.82 M at 32,768
 """
 
 from __future__ import annotations

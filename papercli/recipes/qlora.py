@@ -16,6 +16,9 @@ in each forward; embeddings, norms and biases stay fp32 as in the released code)
 On GPU (`--gpu`) with bitsandbytes installed, the quantised weights are compared with
 bitsandbytes' NF4 of the same weights (its blocksize 64, double quantisation on): the share of
 identical 4-bit codes and the largest difference of the dequantised weights are reported.
+Measured on one H200 (bitsandbytes 0.50.2): on 4096², 4096 × 14336 and 1024 × 4096 weights drawn
+from N(0, 0.02²), 99.99999 % of the codes are equal; the one that differs moves a weight by 0.18 ×
+its block's absmax. The mini with `--gpu`: QLoRA − LoRA −0.002 nats, 4.128 bits, 11.5 s.
 
     mini   as LoRA's mini, α = 8, adapters' lr 1.5e-2
     paper  --set base=PATH: a Hugging Face GPT-2 folder (papercli reads GPT-2's layout only, not

@@ -79,6 +79,7 @@ def test_two_steps_through_the_cli_do_not_reproduce(tmp_path):
     proc = papercli(
         "reproduce", "roberta", "--steps", "2", "--out", str(out), "--json", "--batch-size", "8",
         "--set", "vocab_size=512", "--set", "context=32", "--set", "dim=32", "--set", "layers=1",
+        "--set", "heads=2",
         "--set", "finetune_batch_size=8", "--set", "roberta_batch_factor=2",
         "--set", "eval_texts=120",
     )  # fmt: skip

@@ -60,9 +60,10 @@ loss in nats at 40 % masking after pre-training, roberta / bert):
   The masked LM leaves the unigram plateau late, and only while its learning rate is high, so
   cutting steps cost more than proportionally, and a larger batch did not buy steps back.
   Hence issue 13q kept the 600 steps and the 4× batch and shrank the network of both arms.
-  Where the time goes (one step, forward + backward + Adam, one thread, seconds; bert = 32
-  windows, roberta = 4 × 32, fine-tuning = 32 texts; an evaluation = 528 texts × 2 arms +
-  held-out MLM; estimate = 600 pre-training + 2 × 200 fine-tuning steps + 4 evaluations):
+  Where the time goes (one step, forward + backward + Adam, one thread, seconds, on the loaded
+  machine; bert = 32 windows, roberta = 4 × 32, fine-tuning = 32 texts; an evaluation = 528
+  texts × 2 arms + held-out MLM; estimate = 600 pre-training + 2 × 200 fine-tuning steps + 4
+  evaluations):
     d × layers, heads   bert    roberta  fine-tune  evaluation  estimate
     128 × 4, 4          0.21    0.89     0.19       2.6         750 s (the run: 731 s)
     128 × 2, 4          0.099   0.40     0.089      1.3         342 s

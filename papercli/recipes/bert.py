@@ -86,8 +86,8 @@ MINI = BERTConfig(
     lr=1e-3,
     warmup_steps=50,
     pretrain_fraction=0.75,
-    task="word_order",  # the which-play task cannot show pre-training (recipes/gpt.py)
-    task_words=32,
+    task="replaced_word",  # token-level (Sec. 5.1's argument); word_order: issue 13's runs below
+    task_words=16,
     labelled_per_class=500,
     finetune_lr=1e-4,
     finetune_warmup=0.1,
@@ -163,6 +163,7 @@ class BERTClassifier(nn.Module):
     """The pre-trained network plus the task's output layer on its pooled state (Sec. 3.2)."""
 
     def __init__(self, cfg: TransformerConfig, classes: int):
+        """classes = 1: a token-level head, one score per token (SQuAD's start vector S, Sec. 4.2)."""
         super().__init__()
         self.transformer = Transformer(cfg)
         self.drop = nn.Dropout(cfg.dropout)
@@ -191,6 +192,20 @@ class BERTRecipe(PretrainFinetuneRecipe):
         return False  # BERT masks each sequence once (RoBERTa Sec. 4.1: "static masking")
 
     # --- data -----------------------------------------------------------------------------------
+    @property
+    def token_level(self) -> bool:
+        """The plays' replaced-word task: a score per word from its own states (Fig. 4c / 4d)."""
+        return self.cfg.dataset == "plays" and self.cfg.task == "replaced_word"
+
+    def setup_data(self) -> None:
+        super().setup_data()
+        # byte-level BPE marks a word's first token with its leading space ("Ġ"): which ids start
+        # a word, so a word's last token is the one before the next word's first (or [SEP])
+        starts = torch.zeros(self.model_vocab, dtype=torch.bool)
+        for token, i in self.tokenizer.get_vocab().items():
+            starts[i] = token.startswith("Ġ")
+        self.starts_word = starts
+
     def encode_task(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sec. 3 "Input/Output Representations": [CLS] text [SEP] (one segment)."""
         return lm.encode_rows(
@@ -220,7 +235,7 @@ class BERTRecipe(PretrainFinetuneRecipe):
         cfg = replace(
             base, arch=arch, vocab_size=self.model_vocab, max_len=max_len, dropout=c.dropout
         )
-        return BERTClassifier(cfg, self.num_classes)
+        return BERTClassifier(cfg, 1 if self.token_level else self.num_classes)
 
     # --- objectives -----------------------------------------------------------------------------
     def mlm_inputs(self, x: torch.Tensor, step: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,6 +273,25 @@ class BERTRecipe(PretrainFinetuneRecipe):
             return self.ltr_loss(arm, x)
         return self.mlm_loss(arm, x, step if self.dynamic_masks(name) else None)
 
+    def word_scores(self, scores: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor):
+        """Token scores (N, T) -> one per word (N, task_words): each word's score is that of its
+        last token. BERT reads a word's first sub-token (Sec. 5.3); the last is the first state of
+        a left-to-right network that has read the whole word, so the LTR arm is not handicapped
+        by the choice. Words cut off by the row's length score -1e4 (never picked)."""
+        nxt = rows[:, 1:]
+        at = torch.arange(1, rows.shape[1], device=rows.device)
+        last_text = lengths[:, None] - 2  # the token before [SEP]
+        ends = (self.starts_word.to(rows.device)[nxt] | (at - 1 == last_text)) & (
+            at - 1 <= last_text
+        )
+        ends[:, 0] = False  # position 0 is [CLS]
+        word = ends.cumsum(1) - 1
+        keep = ends & (word < self.cfg.task_words)
+        out = scores.new_full((len(rows), self.cfg.task_words), -1e4)
+        row = torch.arange(len(rows), device=rows.device)[:, None].expand_as(keep)
+        out[row[keep], word[keep]] = scores[:, :-1][keep]
+        return out
+
     def classify(self, arm, rows, lengths) -> torch.Tensor:
         """Sec. 3.2: a linear layer on the pooled [CLS] state; the left-to-right network pools
         its last real token (the last text token before [SEP]: the only state that has read
@@ -271,6 +305,9 @@ class BERTRecipe(PretrainFinetuneRecipe):
             real = torch.arange(rows.shape[1], device=rows.device) < lengths[:, None]
             states = arm.transformer.encode(rows, real)
             last = at, torch.zeros_like(lengths)
+        if self.token_level:  # Fig. 4c/d: each token's own final state, one shared output layer
+            scores = arm.classifier(arm.drop(states)).squeeze(-1).float()
+            return self.word_scores(scores, rows, lengths)
         if self.cfg.pool == "mean":
             return arm.classifier(arm.drop(mean_pool(states, lengths)))
         return arm.classifier(arm.drop(arm.transformer.pool(states[last])))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import random
 import re
 import tarfile
@@ -247,7 +248,7 @@ def replaced_word_task(
     unigram: list[str] = []
     for stream in (s for part in streams for s in part):
         unigram += stream
-        for a, b in zip(stream, stream[1:], strict=False):
+        for a, b in itertools.pairwise(stream):
             successors.setdefault(a, []).append(b)
     rng = random.Random(seed)
     rows = []

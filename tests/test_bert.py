@@ -294,8 +294,11 @@ def test_short_run_through_the_cli_and_two_steps_do_not_reproduce(tmp_path, play
     record = json.loads(proc.stdout)
     assert record["verdict"] == "not reproduced"
     m = record["metrics"]
-    floor = next(c for c in record["checks"] if c["metric"] == "bidirectional_test_acc")
-    assert 0 <= m["bidirectional_test_acc"] < floor["target"] and m["chance_acc"] == 1 / 8
+    floor = next(c for c in record["checks"] if c["metric"] == "bidirectional_above_chance")
+    assert m["bidirectional_above_chance"] < floor["target"] and m["chance_acc"] == 1 / 8
+    assert m["bidirectional_above_chance"] == pytest.approx(
+        (m["bidirectional_test_acc"] - 1 / 8) / (7 / 8)
+    )
     assert m["bidirectional_over_ltr"] == m["bidirectional_test_acc"] - m["left_to_right_test_acc"]
     assert m["bidirectional_gain"] == m["bidirectional_test_acc"] - m["scratch_test_acc"]
     assert m["bidirectional_heldout_mlm_loss"] > 0 and m["left_to_right_heldout_lm_loss"] > 0

@@ -9,7 +9,9 @@ English text, the language recipes' mini-scale data.
 - `speeches()`: (speaker, text) per speech; `play_task()`: the labelled task of the pre-training
   papers (GPT, BERT, RoBERTa, T5, ELMo) built from the plays' own metadata — which of the six
   unseen plays a speech comes from; `word_order_task()`: is a stretch of an unseen play in
-  Shakespeare's word order or are its words shuffled (a task that needs what an LM learns).
+  Shakespeare's word order or are its words shuffled (a task that needs what an LM learns);
+  `replaced_word_task()`: which word of a stretch was swapped for another (token-level, SQuAD's
+  pointer shape: BERT's argument against left-to-right models).
 - `bpe_tokenizer()`: a byte-level BPE trained with Hugging Face `tokenizers` on the training plays,
   cached under PAPERCLI_HOME; `CharVocab` for the smallest runs.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import random
 import re
 import tarfile
@@ -205,6 +208,69 @@ def word_order_task(
             )
         )
     return LabelledTask(WORD_ORDER_CLASSES, rows[0], rows[1])
+
+
+def replaced_word_task(
+    per_class: int | None = None,
+    words: int = 32,
+    test_fraction: float = 1 / 3,
+    seed: int = 0,
+    source: list[Play] | None = None,
+    bigram: bool = True,
+) -> LabelledTask:
+    """Which of `words` words of an unseen play was replaced? A token-level task in SQuAD's shape
+    (BERT Sec. 4.2: a pointer over the text's tokens), for BERT's argument that a left-to-right
+    model "will perform poorly at token predictions, since the token-level hidden states have no
+    right-side context" (Sec. 5.1, Table 5).
+
+    One word of each stretch is swapped for a word that follows the word before it elsewhere in
+    the same plays (a bigram draw, as ELECTRA's generator proposes plausible replacements; a
+    unigram draw when the word before it has no other successor): the replacement fits its left
+    neighbour, so what gives it away is mostly on its right. It is a word of the same text, drawn
+    in proportion to how often it follows that neighbour, so a word's identity alone says little
+    and the chance of a guess is 1 / `words` (the classes are the positions).
+
+    Texts come from the held-out plays (`source`; pre-training never reads them): each play's
+    speeches, without speakers, as one stream of words per part (its first 1 − `test_fraction`
+    of speeches feed the fine-tuning set, the rest the test set, as in `play_task`), cut into
+    consecutive windows of `words` + 1; the first word is only the bigram's left neighbour of
+    position 0 and is not shown. Positions are drawn uniformly (`seed`); the fine-tuning set is
+    the first `per_class` × `words` windows in a fixed random order (all when None). bigram =
+    False: every replacement is a unigram draw (a word of the plays at random, by frequency)."""
+    held = split()[1] if source is None else source
+    streams: tuple[list[list[str]], list[list[str]]] = ([], [])
+    for play in held:
+        texts = [body.split() for _, body in speeches(play)]
+        cut = round(len(texts) * (1 - test_fraction))
+        for part, chunk in enumerate((texts[:cut], texts[cut:])):
+            streams[part].append([w for text in chunk for w in text])
+    successors: dict[str, list[str]] = {}  # every word that follows a word, with repeats
+    unigram: list[str] = []
+    for stream in (s for part in streams for s in part):
+        unigram += stream
+        for a, b in itertools.pairwise(stream):
+            successors.setdefault(a, []).append(b)
+    rng = random.Random(seed)
+    rows = []
+    for part, part_streams in enumerate(streams):
+        windows = [
+            s[i : i + words + 1] for s in part_streams for i in range(0, len(s) - words, words + 1)
+        ]
+        rng.shuffle(windows)
+        if part == 0 and per_class is not None:
+            windows = windows[: per_class * words]
+        labelled = []
+        for w in windows:
+            at = rng.randrange(words)
+            left, original = w[at], w[at + 1]
+            options = [b for b in successors.get(left, ()) if b != original] if bigram else []
+            pool = options or unigram
+            text = list(w[1:])
+            while text[at] == original:  # the unigram pool may draw the original back
+                text[at] = rng.choice(pool)
+            labelled.append((" ".join(text), at))
+        rows.append(tuple(labelled))
+    return LabelledTask(tuple(str(i) for i in range(words)), rows[0], rows[1])
 
 
 class CharVocab:

@@ -13,8 +13,10 @@ the regime where the papers show pre-training matters most. `task` selects it: "
 topics decide it, so a small LM adds nothing: see the sweep in `recipes/gpt.py`) or "word_order"
 (`plays.word_order_task`: is a stretch of `task_words` words in Shakespeare's order or shuffled —
 the same words in both classes, so bag-of-words is at chance and word order, which an LM learns,
-decides). Paper scale reads its text and task from `--data` instead (layout
-in `read_paper_data`).
+decides) or "replaced_word" (`plays.replaced_word_task`: which of `task_words` words was swapped
+for a plausible other word — token-level, one class per position, so a subclass's `classify`
+scores each word from its own states). Paper scale reads its text and task from `--data` instead
+(layout in `read_paper_data`).
 
 A subclass implements the paper: `build_arm`, `pretrain_loss`, `classify` (and optionally
 `finetune_loss`, e.g. GPT's auxiliary LM term), and may add special tokens (`SPECIALS`), which get
@@ -54,8 +56,8 @@ class PretrainFinetuneConfig(TrainConfig):
     finetune_lr: float = bounded(3e-4, gt=0.0)
     finetune_batch_size: int = bounded(32, ge=1)  # labelled texts per phase-2 step
     finetune_warmup: float = fraction(0.002)  # share of phase 2 spent warming up
-    task: Literal["play", "word_order"] = "play"  # the plays' labelled task (module docstring)
-    task_words: int = bounded(32, ge=2)  # words per text of the word_order task
+    task: Literal["play", "word_order", "replaced_word"] = "play"  # the plays' task (docstring)
+    task_words: int = bounded(32, ge=2)  # words per text of the word_order / replaced_word task
     labelled_per_class: int | None = 100  # fine-tuning texts per class (None: all)
     dropout: float = bounded(0.1, ge=0.0, lt=1.0)
     eval_texts: int = bounded(1000, ge=1)  # test texts scored at each evaluation
@@ -129,6 +131,7 @@ class PretrainFinetuneRecipe(Recipe):
             question = {
                 "play": "which play a speech comes from",
                 "word_order": f"are {self.cfg.task_words} words in order or shuffled",
+                "replaced_word": f"which of {self.cfg.task_words} words was replaced",
             }[self.cfg.task]
             return (
                 "plays: Shakespeare's plays (shipped); pre-training on 32, the labelled task on "
@@ -144,6 +147,10 @@ class PretrainFinetuneRecipe(Recipe):
             texts, held_texts = [p.text for p in train], [p.text for p in held]
             if self.cfg.task == "word_order":
                 self.task = plays.word_order_task(self.cfg.labelled_per_class, self.cfg.task_words)
+            elif self.cfg.task == "replaced_word":
+                self.task = plays.replaced_word_task(
+                    self.cfg.labelled_per_class, self.cfg.task_words
+                )
             else:
                 self.task = plays.play_task(self.cfg.labelled_per_class)
             self.tokenizer = plays.bpe_tokenizer(self.cfg.vocab_size)
@@ -169,6 +176,8 @@ class PretrainFinetuneRecipe(Recipe):
         task's; paper scale reads them from task/train.tsv)."""
         if hasattr(self, "task"):
             return len(self.task.classes)
+        if self.cfg.task == "replaced_word":
+            return self.cfg.task_words  # one class per position
         return len(WORD_ORDER_CLASSES) if self.cfg.task == "word_order" else len(HELD_OUT)
 
     @property

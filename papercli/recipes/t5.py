@@ -107,6 +107,9 @@ class T5Config(PretrainFinetuneConfig):
     mean_span: float = bounded(3.0, ge=1.0)  # mean dropped-span length (Sec. 3.3.4)
     sentinels: int = bounded(16, ge=1)  # T5's vocabulary has 100 (<extra_id_0> …)
     optimizer: Literal["adamw", "adafactor"] = "adamw"  # adafactor: T5's (configure_optimizers)
+    # "t5": Mesh TF's initialisation (`models.transformer.TransformerConfig.init`); "normal":
+    # every weight N(0, 0.02), the former mini's, whose tied embeddings drift (docstring)
+    init: Literal["t5", "normal"] = "t5"
 
 
 MINI = T5Config(
@@ -202,8 +205,9 @@ class T5Recipe(PretrainFinetuneRecipe):
             sizes = ", ".join(n for n in SIZES if n.startswith("t5-"))
             raise ValueError(f"unknown size '{self.cfg.size}' (mini, {sizes})")
         cfg: TransformerConfig = replace(
-            base, vocab_size=self.model_vocab, max_len=self.cfg.context, dropout=self.cfg.dropout
-        )
+            base, vocab_size=self.model_vocab, max_len=self.cfg.context, dropout=self.cfg.dropout,
+            init=self.cfg.init,
+        )  # fmt: skip
         return Transformer(cfg)
 
     def _shifted(self, targets: torch.Tensor) -> torch.Tensor:
@@ -225,7 +229,7 @@ class T5Recipe(PretrainFinetuneRecipe):
         h = arm.decode(
             self._shifted(targets), memory=memory, memory_mask=mask.repeat_interleave(repeat, 0)
         )
-        nll = F.cross_entropy(arm.head(h).float().transpose(1, 2), targets, reduction="none")
+        nll = F.cross_entropy(arm.logits(h).float().transpose(1, 2), targets, reduction="none")
         return (nll * self._real(targets, target_lengths)).sum(1)
 
     @staticmethod

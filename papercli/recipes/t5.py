@@ -48,27 +48,27 @@ accuracy ≈ 2 points; the which-play one 625 speeches): NOT reproduced.
     seed 0, phase 2 at lr 3e-4: 50.0 % vs 52.5 %, 251 s; Adafactor in both phases (Sec. 3.1.2-3,
     `--set optimizer=adafactor`): 50.0 % vs 51.9 %, 256 s; 420 + 280 steps (`--steps 700 --set
     pretrain_fraction=0.6`): 50.2 % vs 50.8 %, 235 s
-The mini first initialised every weight N(0, 0.02), GPT-2's; with the tied output layer that is
-a defect, not a property of the paper: every step's softmax gradient reaches every embedding row,
-Adam moves each by ~lr whatever its gradient's size, so all rows drift along one direction — 38 %
-of their energy after 40 fine-tuning steps (0.1 % at init), and the token identities the encoder
-reads wash out. The scratch arm then fit not even the lexical which-play task (train 18 %, test
-at chance after 200 steps, probe script), while the same encoder mean-pooled into a linear layer
-fit it (train 99 %, test 34.5 %). Mesh TF's init (embeddings N(0, 1), logits read at d^-0.5)
-keeps the drift at 0.2 % and the scratch arm learns: which play 30.7 % (train 60 %), word order
-53.4 % in the probe. Ruled out: the first target token sees the encoder (its logit's gradient
-w.r.t. the input embeddings is non-zero at every real position and zero at padding); an untied
-output layer also learns (which-play train 58 % at step 150) but T5 v1 ties it. The pre-trained
-arm stays at 50.0 % on every setting: its decoder's first target position is the one span
-corruption always fills with the same token (<extra_id_0>, Sec. 3.1.4), so phase 1 teaches it to
-ignore the input there; after fine-tuning its "original"-minus-"shuffled" first-token log-odds
-vary across the test texts with std 0.027 (mean 0.042), the scratch arm's with std 0.19 (seed 0,
-final weights), though its cross-attention at that position is not collapsed (entropy 2-3.6
-nats per head of ln 64 = 4.2).
-With the former N(0, 0.02) initialisation: which play (the former mini, 100 speeches per play),
-seed 0: 16.8 % vs 16.8 % (chance 16.7 %: both name one play for every speech), 235 s; word
-order seed 0 / 1: 50.0 % vs 50.0 % both (span-corruption loss ~4.5 at step 600; 4.8 at step
-400 with init t5), 237 / 233 s. The phase-1 probes of that initialisation follow.
+The mini first initialised every weight N(0, 0.02), GPT-2's; with the tied output layer that is a
+defect, not a property of the paper: every step's softmax gradient reaches every embedding row, Adam
+moves each by ~lr whatever its gradient's size, so all rows drift along one direction — 38 % of
+their energy after 40 fine-tuning steps (0.1 % at init), and the token identities the encoder reads
+wash out. The scratch arm then fit not even the lexical which-play task (train 18 %, test at chance
+after 200 steps, probe script), while the same encoder mean-pooled into a linear layer fit it (train
+99 %, test 34.5 %). Mesh TF's init (embeddings N(0, 1), logits read at d^-0.5) keeps the drift at
+0.2 % and the scratch arm learns: which play 30.7 % (train 60 %), word order 53.4 % in the probe.
+Ruled out: the first target token sees the encoder (its logit's gradient w.r.t. the input embeddings
+is non-zero at every real position and zero at padding); an untied output layer also learns
+(which-play train 58 % at step 150) but T5 v1 ties it. The pre-trained arm stays at chance
+(50.0-50.8 %) on every setting: its decoder's first target position is the one span corruption
+always fills with the same token (<extra_id_0>, Sec. 3.1.4), so phase 1 likely teaches it to ignore
+the input there (not tested by changing the objective); after fine-tuning its
+"original"-minus-"shuffled" first-token log-odds vary across the test texts with std 0.027 (mean
+0.042), the scratch arm's with std 0.19 (seed 0, final weights), though its cross-attention at that
+position is not collapsed (entropy 2-3.6 nats per head of ln 64 = 4.2).
+With the former N(0, 0.02) initialisation (`--set init=normal`): which play (the former mini, 100
+speeches per play), seed 0: 16.8 % vs 16.8 % (chance 16.7 %: both name one play for every speech),
+235 s; word order seed 0 / 1: 50.0 % vs 50.0 % both (span-corruption loss ~4.5 at step 600; 4.8 at
+step 400 with init t5), 237 / 233 s. The phase-1 probes of that initialisation follow.
 What its phase-1 weights (seed 0, step 600, saved by a phase-1-only run) hold, and what fine-tuning
 makes of them (a probe script with the recipe's own batches, losses and scoring; pre-trained arm,
 200 steps at lr 1e-3 unless said; "frozen" = a logistic probe on the encoder's mean-pooled

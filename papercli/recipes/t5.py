@@ -47,7 +47,8 @@ accuracy ≈ 2 points; the which-play one 625 speeches): NOT reproduced.
                            seed 1: 50.8 % vs 53.6 % (−2.8); 245 s
     seed 0, phase 2 at lr 3e-4: 50.0 % vs 52.5 %, 251 s; Adafactor in both phases (Sec. 3.1.2-3,
     `--set optimizer=adafactor`): 50.0 % vs 51.9 %, 256 s; 420 + 280 steps (`--steps 700 --set
-    pretrain_fraction=0.6`): 50.2 % vs 50.8 %, 235 s
+    pretrain_fraction=0.6`): 50.2 % vs 50.8 %, 235 s; phase 2 at lr 3e-3: 50.0 % vs 50.0 %,
+    232 s
 The mini first initialised every weight N(0, 0.02), GPT-2's; with the tied output layer that is a
 defect, not a property of the paper: every step's softmax gradient reaches every embedding row, Adam
 moves each by ~lr whatever its gradient's size, so all rows drift along one direction — 38 % of

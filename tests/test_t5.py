@@ -78,6 +78,28 @@ def test_span_corruption_drops_15_percent_in_spans_of_mean_3_and_is_invertible()
         assert restored == row.tolist()
 
 
+def test_t5_initialisation_follows_mesh_tf():
+    # embeddings N(0, 1), fan-in weights, q carrying 1/sqrt(d_kv), tied logits read states · d^-0.5
+    torch.manual_seed(0)
+    model = create_model("t5-small", vocab_size=2000, layers=1)
+    d, kv = 512, 64
+    std = {
+        "embed": model.embed.weight,
+        "q": model.encoder[0].attn.q.weight,
+        "kv": model.encoder[0].attn.kv.weight,
+        "o": model.encoder[0].attn.out.weight,
+        "wi": model.encoder[0].ff.up.weight,
+        "wo": model.encoder[0].ff.down.weight,
+    }
+    want = {"embed": 1.0, "q": (d * kv) ** -0.5, "kv": d**-0.5, "o": d**-0.5, "wi": d**-0.5,
+            "wo": 2048**-0.5}  # fmt: skip
+    for name, w in std.items():
+        assert abs(w.std().item() / want[name] - 1) < 0.05, name
+    states = torch.randn(4, 3, d)
+    torch.testing.assert_close(model.logits(states), states @ model.embed.weight.T * d**-0.5)
+    assert 0.9 < model.logits(states).std().item() < 1.1  # unit-variance logits at init
+
+
 def test_relative_bias_decoder_with_cache_matches_full_decoding():
     model = create_model(
         "t5-small", vocab_size=50, dim=32, heads=4, ff_dim=64, layers=2, attn_dim=0

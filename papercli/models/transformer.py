@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Init = Literal["normal", "unit-scaling"]  # TransformerConfig.init
+Init = Literal["normal", "unit-scaling", "t5"]  # TransformerConfig.init
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,13 @@ class TransformerConfig:
     # "normal": every weight N(0, 0.02) (GPT-2, BERT). "unit-scaling": the Transformer's
     # released code (tensor2tensor's transformer_base: uniform_unit_scaling, gain 1) — dense
     # weights uniform in ±√(3 / fan_in), variance 1 / fan_in, and token embeddings N(0, d^-0.5),
-    # which the √d_model scaling of Sec. 3.4 brings to unit variance beside the sinusoids
+    # which the √d_model scaling of Sec. 3.4 brings to unit variance beside the sinusoids.
+    # "t5": Mesh TensorFlow's T5 (transformer_layers.py / the released checkpoints; Hugging
+    # Face's T5 `_init_weights` copies it) — token embeddings N(0, 1); per layer q N(0,
+    # (d·d_kv)^-0.5), k and v N(0, d^-0.5), o N(0, (heads·d_kv)^-0.5), FFN in N(0, d^-0.5) and
+    # out N(0, d_ff^-0.5); relative position biases N(0, d^-0.5); attention logits q·k with no
+    # 1/√d_kv (folded into q's init); a tied output layer reads the final states times d^-0.5, so
+    # the unit-variance embeddings give unit-variance logits
     init: Init = "normal"
 
     @property
@@ -313,6 +319,7 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
             is_causal=causal and mask is None and not sees_all, enable_gqa=self.kv_heads != self.heads,
+            scale=1.0 if cfg.init == "t5" else None,  # T5: 1/√d_kv lives in q's init
         )  # fmt: skip
         b, h, t, hd = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * hd))
@@ -474,6 +481,9 @@ class Transformer(nn.Module):
             self.head.weight = self.embed.weight
 
     def _init(self, m: nn.Module) -> None:
+        if self.cfg.init == "t5":
+            self._init_t5(m)
+            return
         if self.cfg.init == "unit-scaling" and isinstance(m, nn.Linear):
             bound = math.sqrt(3 / m.in_features)
             nn.init.uniform_(m.weight, -bound, bound)
@@ -481,6 +491,26 @@ class Transformer(nn.Module):
             nn.init.normal_(m.weight, std=self.cfg.dim**-0.5)
         elif isinstance(m, nn.Linear | nn.Embedding):  # N(0, 0.02), GPT-2 / BERT
             nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def _init_t5(self, m: nn.Module) -> None:
+        """Mesh TF T5's initialisation (see `TransformerConfig.init`): every weight N(0, 1/fan_in)
+        but q, which also carries attention's 1/√d_kv, and the embeddings, N(0, 1)."""
+        cfg = self.cfg
+        if isinstance(m, Attention):
+            nn.init.normal_(m.q.weight, std=(cfg.dim * cfg.head_dim) ** -0.5)
+            nn.init.normal_(m.kv.weight, std=cfg.dim**-0.5)
+            nn.init.normal_(m.out.weight, std=m.out.in_features**-0.5)
+        elif isinstance(m, FeedForward):
+            nn.init.normal_(m.up.weight, std=cfg.dim**-0.5)
+            nn.init.normal_(m.down.weight, std=cfg.ff_dim**-0.5)
+        elif isinstance(m, RelativePositionBias):
+            nn.init.normal_(m.bias.weight, std=cfg.dim**-0.5)
+        elif m is self.embed or (m is self.head and not cfg.tie_embeddings):
+            nn.init.normal_(m.weight, std=1.0)
+        elif isinstance(m, nn.Linear):  # apply() visits children first: Attention, FFN override
+            nn.init.normal_(m.weight, std=m.in_features**-0.5)
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
@@ -505,6 +535,8 @@ class Transformer(nn.Module):
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits of states (through the masked-LM transform when there is one)."""
+        if self.cfg.init == "t5" and self.cfg.tie_embeddings:  # Mesh TF: x · d^-0.5, then E^T
+            states = states * self.cfg.dim**-0.5
         if self.head_transform is None:
             return self.head(states)
         return self.head(self.head_transform(states)) + self.head_bias
@@ -705,8 +737,9 @@ SIZES.update(
 # T5: Raffel et al. 2019, Sec. 3.7 / Table 14 sizes (d_model, d_ff, d_kv, heads, layers per stack),
 # the released v1 checkpoints: 32,128-token SentencePiece vocabulary shared by both stacks and tied
 # to the output layer, pre-norm RMSNorm (eps 1e-6) without bias, no biases in dense layers, ReLU,
-# relative position biases (32 buckets) shared across each stack's layers, dropout 0.1. T5 folds
-# attention's 1/sqrt(d_kv) into its initialisation; here SDPA scales instead (no parameters).
+# relative position biases (32 buckets) shared across each stack's layers, dropout 0.1, and Mesh
+# TF's initialisation (init="t5": attention's 1/sqrt(d_kv) folded into q's init, the tied output
+# layer reading the states times d_model^-0.5).
 _T5 = TransformerConfig(
     vocab_size=32128,
     max_len=512,
@@ -718,6 +751,7 @@ _T5 = TransformerConfig(
     dropout=0.1,
     bias=False,
     norm_eps=1e-6,
+    init="t5",
 )
 for _name, (_dim, _ff, _kv, _heads, _layers) in {
     "t5-small": (512, 2048, 64, 8, 6),

@@ -8,7 +8,10 @@ fine-tuned from random weights.
 
 Two identical encoder-decoder transformers in T5's form (Sec. 2.1 / 3.1.1: pre-norm RMSNorm
 without bias, no biases in dense layers, ReLU, relative position biases shared across each stack's
-layers, one embedding for both stacks tied to the output layer) run side by side:
+layers, one embedding for both stacks tied to the output layer; Mesh TensorFlow's initialisation,
+`init="t5"` in `models.transformer`: embeddings N(0, 1), fan-in weights, attention's 1/sqrt(d_kv)
+folded into q's init, the tied output layer reading the final states times d_model^-0.5) run
+side by side:
   pretrained   phase 1: span corruption (Sec. 3.1.4, 3.3.4: 15% of the tokens dropped in spans of
                mean length 3, each span a sentinel in the input; the target lists the sentinels with
                the dropped spans; `papercli.methods.span_corruption`) on the training plays' windows;
@@ -39,12 +42,35 @@ end-of-text token.
 
 Measured (one-thread user CPU; the word-order test set has 528 texts, one standard error of an
 accuracy ≈ 2 points; the which-play one 625 speeches): NOT reproduced.
-    which play, the former mini (100 speeches per play), seed 0: pre-trained 16.8 % vs scratch
-                           16.8 % (chance 16.7 %: both name one play for every speech); 235 s
-    word order, the mini   seed 0: 50.0 % vs 50.0 % (+0.0; both answer one class for every
-                           text), span-corruption loss ~4.5 at step 600; 237 s
-                           seed 1: 50.0 % vs 50.0 %; 233 s
-What phase-1 weights (seed 0, step 600, saved by a phase-1-only run) hold, and what fine-tuning
+    word order, the mini   seed 0: pre-trained 50.0 % vs scratch 53.8 % (−3.8); 245 s (loss per
+                           target token in phase 2: 0.23 vs 0.16)
+                           seed 1: 50.8 % vs 53.6 % (−2.8); 245 s
+    seed 0, phase 2 at lr 3e-4: 50.0 % vs 52.5 %, 251 s; Adafactor in both phases (Sec. 3.1.2-3,
+    `--set optimizer=adafactor`): 50.0 % vs 51.9 %, 256 s; 420 + 280 steps (`--steps 700 --set
+    pretrain_fraction=0.6`): 50.2 % vs 50.8 %, 235 s; phase 2 at lr 3e-3: 50.0 % vs 50.0 %,
+    232 s
+The mini first initialised every weight N(0, 0.02), GPT-2's; with the tied output layer that is a
+defect, not a property of the paper: every step's softmax gradient reaches every embedding row, Adam
+moves each by ~lr whatever its gradient's size, so all rows drift along one direction — 38 % of
+their energy after 40 fine-tuning steps (0.1 % at init), and the token identities the encoder reads
+wash out. The scratch arm then fit not even the lexical which-play task (train 18 %, test at chance
+after 200 steps, probe script), while the same encoder mean-pooled into a linear layer fit it (train
+99 %, test 34.5 %). Mesh TF's init (embeddings N(0, 1), logits read at d^-0.5) keeps the drift at
+0.2 % and the scratch arm learns: which play 30.7 % (train 60 %), word order 53.4 % in the probe.
+Ruled out: the first target token sees the encoder (its logit's gradient w.r.t. the input embeddings
+is non-zero at every real position and zero at padding); an untied output layer also learns
+(which-play train 58 % at step 150) but T5 v1 ties it. The pre-trained arm stays at chance
+(50.0-50.8 %) on every setting: its decoder's first target position is the one span corruption
+always fills with the same token (<extra_id_0>, Sec. 3.1.4), so phase 1 likely teaches it to ignore
+the input there (not tested by changing the objective); after fine-tuning its
+"original"-minus-"shuffled" first-token log-odds vary across the test texts with std 0.027 (mean
+0.042), the scratch arm's with std 0.19 (seed 0, final weights), though its cross-attention at that
+position is not collapsed (entropy 2-3.6 nats per head of ln 64 = 4.2).
+With the former N(0, 0.02) initialisation (`--set init=normal`): which play (the former mini, 100
+speeches per play), seed 0: 16.8 % vs 16.8 % (chance 16.7 %: both name one play for every speech),
+235 s; word order seed 0 / 1: 50.0 % vs 50.0 % both (span-corruption loss ~4.5 at step 600; 4.8 at
+step 400 with init t5), 237 / 233 s. The phase-1 probes of that initialisation follow.
+What its phase-1 weights (seed 0, step 600, saved by a phase-1-only run) hold, and what fine-tuning
 makes of them (a probe script with the recipe's own batches, losses and scoring; pre-trained arm,
 200 steps at lr 1e-3 unless said; "frozen" = a logistic probe on the encoder's mean-pooled
 states, best of C 0.01-10; "zero-shot" = the span-corruption loss of real vs shuffled test
@@ -107,6 +133,9 @@ class T5Config(PretrainFinetuneConfig):
     mean_span: float = bounded(3.0, ge=1.0)  # mean dropped-span length (Sec. 3.3.4)
     sentinels: int = bounded(16, ge=1)  # T5's vocabulary has 100 (<extra_id_0> …)
     optimizer: Literal["adamw", "adafactor"] = "adamw"  # adafactor: T5's (configure_optimizers)
+    # "t5": Mesh TF's initialisation (`models.transformer.TransformerConfig.init`); "normal":
+    # every weight N(0, 0.02), the former mini's, whose tied embeddings drift (docstring)
+    init: Literal["t5", "normal"] = "t5"
 
 
 MINI = T5Config(
@@ -202,8 +231,9 @@ class T5Recipe(PretrainFinetuneRecipe):
             sizes = ", ".join(n for n in SIZES if n.startswith("t5-"))
             raise ValueError(f"unknown size '{self.cfg.size}' (mini, {sizes})")
         cfg: TransformerConfig = replace(
-            base, vocab_size=self.model_vocab, max_len=self.cfg.context, dropout=self.cfg.dropout
-        )
+            base, vocab_size=self.model_vocab, max_len=self.cfg.context, dropout=self.cfg.dropout,
+            init=self.cfg.init,
+        )  # fmt: skip
         return Transformer(cfg)
 
     def _shifted(self, targets: torch.Tensor) -> torch.Tensor:
@@ -225,7 +255,7 @@ class T5Recipe(PretrainFinetuneRecipe):
         h = arm.decode(
             self._shifted(targets), memory=memory, memory_mask=mask.repeat_interleave(repeat, 0)
         )
-        nll = F.cross_entropy(arm.head(h).float().transpose(1, 2), targets, reduction="none")
+        nll = F.cross_entropy(arm.logits(h).float().transpose(1, 2), targets, reduction="none")
         return (nll * self._real(targets, target_lengths)).sum(1)
 
     @staticmethod

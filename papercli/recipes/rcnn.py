@@ -159,6 +159,15 @@ Ground truth among the RoIs, and the head swapped (issue 18s; seed 0, 900 steps,
     0.168, 132 s — no gain for +14 s. The RPN's NMS here (papercli.methods.boxes.nms, an N x N
     IoU matrix and a Python loop) costs 2.1 ms per image at 300 boxes before NMS, 5.8 at 600,
     13.6 at 1,000 and 91 at 2,000 (765 kept): the paper's breadth would add ~330 s to the mini.
+  - a wider RPN window (an experiment, NOT in the code: the RPN's 3x3 conv dilated by 4, so it
+    sees 32 px, the largest object, instead of 20 px; the paper's window sees 171-228 px, more
+    than its objects, Sec. 3.1; same weights and init draws, no added CPU). arms=faster alone,
+    seed 0: dilation 1 / 2 / 4 give 0.1655 / 0.167 / 0.196 mAP (AP75 0.123 / 0.115 / 0.176;
+    118 / 124 / 124 s of CPU). The 3-arm mini with dilation 4: seed 0 rcnn 0.161, fast 0.158,
+    faster 0.1545 (AP50 0.349 vs fast 0.310), faster − fast −0.4 points; seed 1 rcnn 0.173,
+    fast 0.166, faster 0.143 (AP50 0.317 vs 0.337), −2.4 points; 292 / 289 s of CPU (the rcnn
+    and fast numbers are the same as without it). It gains 0.7 and 0.9 points, not the 2.4 and
+    5.3 still missing.
     The MINI is unchanged: Faster R-CNN still does NOT reproduce (seeds 0 / 1: −1.0 / −3.3).
 """
 

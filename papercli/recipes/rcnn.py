@@ -126,6 +126,49 @@ reaches the IoU; benchmarks/rcnn_proposal_recall.py measures both from a run's c
     model), and more CPU than the 300 s mini allows. Not tried: the 4-step
     alternating training (Sec. 3.2), whose step 2 trains the detector on a TRAINED RPN's
     proposals instead of the near-random ones joint training feeds it early on.
+
+Ground truth among the RoIs, and the head swapped (issue 18s; seed 0, 900 steps, one thread):
+  - every arm already trains on its proposals PLUS the image's ground-truth boxes
+    (`sample_rois(add_ground_truth=True)`, the default since the first version): the released
+    code does so for both detectors — py-faster-rcnn's proposal_target_layer ("Include
+    ground-truth boxes in the set of candidate rois") after the RPN, and Fast R-CNN's training
+    roidb, which merges the ground truth with the selective-search boxes. So the head never
+    lacked clean foregrounds. Share of foreground among the 32 sampled RoIs per image (cap 25 %),
+    as trained (GT appended) and counted on the same proposals without GT, steps 0-99 / 100-299
+    / 300-899 (arms fast, faster):
+        fast,   ~492 fixed proposals          0.244 / 0.244 / 0.245   (no GT 0.241 / 0.242 / 0.243)
+        faster, 97 / 93 / 91 RPN proposals    0.222 / 0.238 / 0.245   (no GT 0.209 / 0.231 / 0.242)
+    foreground RoIs available per image: fast ~31, faster 17.5 / 22.3 / 25.9 (8 are drawn). The
+    faster arm's head gets as many foregrounds as the fast arm's from step 100 on, and nearly so
+    before: the ground truth adds ~1 point of foreground share early, and the foreground share
+    is not what the faster arm lacks (run: fast 0.2225, faster 0.1336 mAP, as before; 221 s of
+    CPU for the two arms, 12 min of wall on the shared machine);
+  - the head swapped, from that checkpoint: the FAST arm's head on the faster arm's 300 RPN
+    proposals scores 0.132 mAP (AP50 0.340) against 0.2225 (AP50 0.404) on its own fixed ones,
+    so the RPN's loose boxes cost a good head 9 points; the faster arm's head scores 0.134 on
+    them (0.135 on the fixed ones, above). Both parts lose: the RPN's boxes, and a head trained on
+    them. That head is under-confident, not fooled by the background: on fixed proposals at IoU
+    >= 0.5 it gives an object class > 0.5 probability on 0.9 % of them (fast head: 14.6 %), on
+    background ones (IoU < 0.3) a mean object probability of 0.014 (fast: 0.012). Its training
+    RoIs are ~91 RPN boxes per image, nearly all on or next to objects, so its negatives are
+    hard (partial overlaps) and its final class loss stays higher (0.91 vs the fast head's
+    0.68);
+  - more training proposals, toward the paper's 2,000 (py-faster-rcnn: 12,000 before NMS, 2,000
+    after, 300 at test), arms=faster alone (its own init, seed 0): train_pre_nms 300 / 100 after
+    NMS (the mini, 87 proposals per image) 0.1655 mAP, 118 s of CPU; 600 / 300 (191 per image)
+    0.168, 132 s — no gain for +14 s. The RPN's NMS here (papercli.methods.boxes.nms, an N x N
+    IoU matrix and a Python loop) costs 2.1 ms per image at 300 boxes before NMS, 5.8 at 600,
+    13.6 at 1,000 and 91 at 2,000 (765 kept): the paper's breadth would add ~330 s to the mini.
+  - a wider RPN window (an experiment, NOT in the code: the RPN's 3x3 conv dilated by 4, so it
+    sees 32 px, the largest object, instead of 20 px; the paper's window sees 171-228 px, more
+    than its objects, Sec. 3.1; same weights and init draws, no added CPU). arms=faster alone,
+    seed 0: dilation 1 / 2 / 4 give 0.1655 / 0.167 / 0.196 mAP (AP75 0.123 / 0.115 / 0.176;
+    118 / 124 / 124 s of CPU). The 3-arm mini with dilation 4: seed 0 rcnn 0.161, fast 0.158,
+    faster 0.1545 (AP50 0.349 vs fast 0.310), faster − fast −0.4 points; seed 1 rcnn 0.173,
+    fast 0.166, faster 0.143 (AP50 0.317 vs 0.337), −2.4 points; 292 / 289 s of CPU (the rcnn
+    and fast numbers are the same as without it). It gains 0.7 and 0.9 points, not the 2.4 and
+    5.3 still missing.
+    The MINI is unchanged: Faster R-CNN still does NOT reproduce (seeds 0 / 1: −1.0 / −3.3).
 """
 
 from __future__ import annotations

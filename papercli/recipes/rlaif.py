@@ -45,6 +45,12 @@ The paper's d-RLAIF (the labeler scores PPO samples directly, no reward model; a
 third policy, not part of the recipe): on seed 0 it matched RLHF at step 90 (true 1.17, KL 9.2),
 then hacked the probe (step 120: true −0.54 at KL 45; the probe cannot see that repeats cost), so
 it is no stable fix either.
+More comparisons (issue 17, after learning-to-summarize reproduced with 64 prompts instead of 32):
+`--set rm_prompts=256` (the mini: 128), one thread, idle machine, ~196 s user / 214 s wall each.
+Seed 0: agreement 73.9 %, reward models 70.1 % (rule) / 69.5 % (labeler's) on held-out pairs —
+the labeler's RM no longer trails — RLHF +0.82, RLAIF +0.86 over SFT: RLAIF +0.04, every check
+passes. Seed 1: agreement 72.5 %, RMs 72.4 / 67.1 %, RLHF +0.94, RLAIF +0.68: trails by 0.27,
+fails. Closer (trailing 0.38 before), not reproduced on both seeds; the next lever to measure.
 History: with the mean-state probe on 64 samples (load ~10, wall 1,296 s) agreement was 65.5%,
 RLHF +0.64, RLAIF +0.22 (trailing by 0.42).
 """

@@ -50,7 +50,10 @@ More comparisons (issue 17, after learning-to-summarize reproduced with 64 promp
 Seed 0: agreement 73.9 %, reward models 70.1 % (rule) / 69.5 % (labeler's) on held-out pairs —
 the labeler's RM no longer trails — RLHF +0.82, RLAIF +0.86 over SFT: RLAIF +0.04, every check
 passes. Seed 1: agreement 72.5 %, RMs 72.4 / 67.1 %, RLHF +0.94, RLAIF +0.68: trails by 0.27,
-fails. Closer (trailing 0.38 before), not reproduced on both seeds; the next lever to measure.
+fails. `--set rm_prompts=512` (~208 s user): agreement 72.2 / 74.2 %, RMs 73.3 / 66.7 % and
+73.0 / 65.2 % (rule / labeler's), RLHF +0.94 / +0.96, RLAIF +0.68 / +0.46: trailing 0.25 / 0.50.
+So more comparisons help the rule's reward model as much as the labeler's, and seed 0's pass at
+256 is within the spread: not reproduced, the mini keeps 128.
 History: with the mean-state probe on 64 samples (load ~10, wall 1,296 s) agreement was 65.5%,
 RLHF +0.64, RLAIF +0.22 (trailing by 0.42).
 """

@@ -245,17 +245,17 @@ class BERTRecipe(PretrainFinetuneRecipe):
 
     def setup_data(self) -> None:
         super().setup_data()
+        if not self.token_level:  # word boundaries matter only to the token-level head
+            return
         # byte-level BPE marks a word's first token with its leading space ("Ġ"): which ids start
         # a word, so a word's last token is the one before the next word's first (or [SEP])
         starts = torch.zeros(self.model_vocab, dtype=torch.bool)
         for token, i in self.tokenizer.get_vocab().items():
             starts[i] = token.startswith("Ġ")
         self.starts_word = starts
-        if self.token_level:  # drop the few texts cut by `context` (their label may be cut off)
-            self.train_rows, self.train_labels = self.whole_texts(
-                *self.train_rows, self.train_labels
-            )
-            self.test_rows, self.test_labels = self.whole_texts(*self.test_rows, self.test_labels)
+        # drop the few texts cut by `context` (their label may be cut off)
+        self.train_rows, self.train_labels = self.whole_texts(*self.train_rows, self.train_labels)
+        self.test_rows, self.test_labels = self.whole_texts(*self.test_rows, self.test_labels)
 
     def whole_texts(self, rows: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor):
         """The rows (and their labels) that hold all `task_words` words."""

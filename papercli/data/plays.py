@@ -139,6 +139,15 @@ class LabelledTask:
     test: tuple[tuple[str, int], ...]
 
 
+def speech_parts(play: Play, test_fraction: float) -> tuple[list[str], list[str]]:
+    """A play's speech texts (speakers dropped) in order, cut into the first 1 − `test_fraction`
+    (the labelled tasks' fine-tuning part) and the rest (their test part: a later stretch of the
+    play, not speeches interleaved with the fine-tuning ones)."""
+    texts = [body for _, body in speeches(play)]
+    cut = round(len(texts) * (1 - test_fraction))
+    return texts[:cut], texts[cut:]
+
+
 def play_task(per_class: int | None = None, test_fraction: float = 1 / 3) -> LabelledTask:
     """Which of the six held-out plays (one per genre) a speech comes from.
 
@@ -151,10 +160,9 @@ def play_task(per_class: int | None = None, test_fraction: float = 1 / 3) -> Lab
     train: list[tuple[str, int]] = []
     test: list[tuple[str, int]] = []
     for label, play in enumerate(held):
-        texts = [body for _, body in speeches(play)]
-        cut = round(len(texts) * (1 - test_fraction))
-        train += [(t, label) for t in texts[:cut][:per_class]]
-        test += [(t, label) for t in texts[cut:]]
+        fine, later = speech_parts(play, test_fraction)
+        train += [(t, label) for t in fine[:per_class]]
+        test += [(t, label) for t in later]
     return LabelledTask(tuple(p.slug for p in held), tuple(train), tuple(test))
 
 
@@ -190,10 +198,8 @@ def word_order_task(
     held = split()[1] if source is None else source
     parts: tuple[list[list[str]], list[list[str]]] = ([], [])
     for play in held:
-        texts = [body.split() for _, body in speeches(play)]
-        cut = round(len(texts) * (1 - test_fraction))
-        for part, chunk in enumerate((texts[:cut], texts[cut:])):
-            for w in chunk:
+        for part, chunk in enumerate(speech_parts(play, test_fraction)):
+            for w in (body.split() for body in chunk):
                 parts[part].extend(w[i : i + words] for i in range(0, len(w) - words + 1, words))
     rng = random.Random(seed)
     rows = []
@@ -240,10 +246,8 @@ def replaced_word_task(
     held = split()[1] if source is None else source
     streams: tuple[list[list[str]], list[list[str]]] = ([], [])
     for play in held:
-        texts = [body.split() for _, body in speeches(play)]
-        cut = round(len(texts) * (1 - test_fraction))
-        for part, chunk in enumerate((texts[:cut], texts[cut:])):
-            streams[part].append([w for text in chunk for w in text])
+        for part, chunk in enumerate(speech_parts(play, test_fraction)):
+            streams[part].append([w for body in chunk for w in body.split()])
     successors: dict[str, list[str]] = {}  # every word that follows a word, with repeats
     unigram: list[str] = []
     for stream in (s for part in streams for s in part):

@@ -210,6 +210,7 @@ MINI = BERTConfig(
 #   seed  bidirectional  left_to_right  scratch   MLM / LM nats   user CPU
 #   0     53.9 %         40.3 %         16.2 %    6.21 / 6.01     325 s
 #   1     58.0 %         40.7 %         15.6 %    5.84 / 6.10     324 s
+#   2     55.6 %         42.8 %         16.2 %    5.94 / 5.72     320 s   (every claim check too)
 # Every claim check passes on both seeds: masked LM over scratch +37.7 / +42.4 points, over the
 # left-to-right LM +13.6 / +17.3, the floor (≥ 0.3 of the way from chance, 34.4 %) at 0.51 /
 # 0.55. The run is over the time budget: 325 s one-thread CPU against ~280 (pre-training the two

@@ -77,10 +77,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from papercli.data import lm, plays
+from papercli.data import lm
 from papercli.methods.masking import IGNORE, MaskingRates, mask_tokens, sequence_seeds
 from papercli.models.transformer import SIZES, Transformer, TransformerConfig
 from papercli.recipes._pretrain_finetune import (
+    TOKEN_LEVEL_TASKS,
     PretrainFinetuneConfig,
     PretrainFinetuneRecipe,
     mean_pool,
@@ -100,9 +101,6 @@ class BERTConfig(PretrainFinetuneConfig):
     pool: Literal["cls", "mean"] = "cls"  # the classifier reads the pooled [CLS] or the mean
     norm: Literal["post", "pre"] = "post"  # mini network: BERT's post-LayerNorm, or pre-LN
     positions: Literal["learned", "relative"] = "learned"  # mini: BERT's, or T5's relative bias
-    # the plays' tasks (`recipes/_pretrain_finetune.py`), plus the token-level sentence_end
-    # (`plays.sentence_end_task`: which word ends the sentence once punctuation is removed)
-    task: Literal["play", "word_order", "replaced_word", "sentence_end"] = "play"
 
 
 MINI = BERTConfig(
@@ -277,37 +275,13 @@ class BERTRecipe(PretrainFinetuneRecipe):
         return False  # BERT masks each sequence once (RoBERTa Sec. 4.1: "static masking")
 
     # --- data -----------------------------------------------------------------------------------
-    TOKEN_TASKS = ("replaced_word", "sentence_end")
-
     @property
     def token_level(self) -> bool:
         """The plays' token-level tasks: a score per word from its own states (Fig. 4c / 4d)."""
-        return self.cfg.dataset == "plays" and self.cfg.task in self.TOKEN_TASKS
-
-    @property
-    def num_classes(self) -> int:
-        if self.cfg.task == "sentence_end" and not hasattr(self, "task"):
-            return self.cfg.task_words  # one class per position (before the data is loaded)
-        return super().num_classes
-
-    def data_source(self) -> str:
-        if self.cfg.dataset == "plays" and self.cfg.task == "sentence_end":
-            return (
-                "plays: Shakespeare's plays (shipped); pre-training on 32, the labelled task on "
-                f"the 6 held-out ones (which of {self.cfg.task_words} words ends the sentence, "
-                "punctuation removed); byte-level BPE"
-            )
-        return super().data_source()
+        return self.cfg.dataset == "plays" and self.cfg.task in TOKEN_LEVEL_TASKS
 
     def setup_data(self) -> None:
-        super().setup_data()  # the shared tasks (for sentence_end it builds the unused play task)
-        if self.cfg.dataset == "plays" and self.cfg.task == "sentence_end":
-            self.task = plays.sentence_end_task(self.cfg.labelled_per_class, self.cfg.task_words)
-            self.train_rows = self.encode_task([t for t, _ in self.task.train])
-            self.train_labels = torch.tensor([y for _, y in self.task.train])
-            test = self.task.test[: self.cfg.eval_texts]
-            self.test_rows = self.encode_task([t for t, _ in test])
-            self.test_labels = torch.tensor([y for _, y in test])
+        super().setup_data()
         if not self.token_level:  # word boundaries matter only to the token-level head
             return
         # byte-level BPE marks a word's first token with its leading space ("Ġ"): which ids start

@@ -232,6 +232,39 @@ def test_replaced_word_task_on_a_hand_made_play():
     assert sum(fits) > 0.8 * len(fits)
 
 
+def test_sentence_end_task_on_a_hand_made_play():
+    """plays.sentence_end_task (the mini's task): `words` + 1 words with the punctuation removed,
+    exactly one of the first `words` ended a sentence; the label is its position."""
+    first = "One two three four. Five six, seven eight; nine ten eleven twelve thirteen fourteen"
+    second = (
+        "Alpha beta gamma delta epsilon zeta eta! Theta iota kappa lambda mu nu xi omicron pi rho"
+    )
+    text = "\n\n".join(["A:\n" + first, "B:\n" + second])
+    play = plays.Play("hand-made", "Hand-made", "comedy", text)
+    task = plays.sentence_end_task(words=4, test_fraction=1 / 2, source=[play])
+    assert task.classes == ("0", "1", "2", "3")  # a pointer over the positions: chance 1/4
+    # windows of 4 + 1 words; only those with one sentence end among the first 4 are kept
+    assert task.train == (("One two three four Five", 3),)
+    assert task.test == (("zeta eta Theta iota kappa", 1),)
+    full = plays.sentence_end_task(words=16)  # the real held-out plays
+    assert len({t for t, _ in full.train} & {t for t, _ in full.test}) == 0
+    for t, _ in full.train + full.test:
+        shown = t.split()
+        assert len(shown) == 17 and not any(w[-1] in ".,;:!?" for w in shown)
+    labels = [y for _, y in full.train]
+    assert (
+        set(labels) == set(range(16)) and max(map(labels.count, range(16))) < 1.5 * len(labels) / 16
+    )
+    assert plays.sentence_end_task(words=16) == full  # deterministic
+
+
+def test_mini_task_is_token_level_sentence_end(recipe):
+    """The mini's labelled task: which word ends the sentence, one score per word (Fig. 4c/d)."""
+    assert MINI.task == "sentence_end" and recipe.token_level
+    assert recipe.num_classes == recipe.cfg.task_words and recipe.data_source().count("sentence")
+    assert len(recipe.train_labels) > 1000  # 9 words of the tiny test setup fit 24 tokens
+
+
 def test_token_level_head_scores_each_words_last_token(token_recipe):
     """task = replaced_word: one output (SQuAD's start vector) on every token's own state; a
     word's score is its last token's; the left-to-right arm stays causal at fine-tuning."""
@@ -306,9 +339,10 @@ def test_short_run_through_the_cli_and_two_steps_do_not_reproduce(tmp_path, play
     assert record["verdict"] == "not reproduced"
     m = record["metrics"]
     floor = next(c for c in record["checks"] if c["metric"] == "bidirectional_above_chance")
-    assert m["bidirectional_above_chance"] < floor["target"] and m["chance_acc"] == 1 / 2
+    # which of 8 words ends the sentence (task_words=8): chance 1/8
+    assert m["bidirectional_above_chance"] < floor["target"] and m["chance_acc"] == 1 / 8
     assert m["bidirectional_above_chance"] == pytest.approx(
-        (m["bidirectional_test_acc"] - 1 / 2) / (1 / 2)
+        (m["bidirectional_test_acc"] - 1 / 8) / (1 - 1 / 8)
     )
     assert m["bidirectional_over_ltr"] == m["bidirectional_test_acc"] - m["left_to_right_test_acc"]
     assert m["bidirectional_gain"] == m["bidirectional_test_acc"] - m["scratch_test_acc"]

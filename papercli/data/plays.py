@@ -277,6 +277,58 @@ def replaced_word_task(
     return LabelledTask(tuple(str(i) for i in range(words)), rows[0], rows[1])
 
 
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")  # a word that ends a sentence: . ! ? (then quotes)
+_EDGE_PUNCTUATION = re.compile(r"^[^\w']+|[^\w']+$")  # apostrophes stay: 'tis, unback'd
+
+
+def sentence_end_task(
+    per_class: int | None = None,
+    words: int = 16,
+    test_fraction: float = 1 / 3,
+    seed: int = 0,
+    source: list[Play] | None = None,
+) -> LabelledTask:
+    """Which word ends the sentence, once the punctuation is gone? A token-level task in the shape
+    of BERT's tagging and span tasks (Fig. 4c/d; punctuation restoration), for Sec. 5.1's argument
+    that a left-to-right model's token states "have no right-side context".
+
+    Each text is `words` + 1 consecutive words of an unseen play's speeches (speakers dropped,
+    speeches run together) with the punctuation at the edges of every word removed (case and
+    apostrophes kept): exactly one of the first `words` words ended a sentence (., ! or ?), and
+    the label is its position (chance 1 / `words`); the last word is shown only as the right
+    context of position `words` − 1. The left says whether a sentence could end here, the right
+    whether a new one starts (its first word, capitalised, though every verse line starts with a
+    capital too).
+
+    Texts come from the held-out plays (`source`; pre-training never reads them): each play's
+    first 1 − `test_fraction` of speeches feed the fine-tuning set, the rest the test set (as in
+    `play_task`), cut into consecutive windows; windows with no sentence end or more than one
+    are skipped. The fine-tuning set is the first `per_class` × `words` windows in a fixed random
+    order (`seed`; all when None)."""
+    held = split()[1] if source is None else source
+    parts: tuple[list[tuple[str, int]], list[tuple[str, int]]] = ([], [])
+    for play in held:
+        for part, chunk in enumerate(speech_parts(play, test_fraction)):
+            stream = [
+                (bare, bool(_SENTENCE_END.search(w)))
+                for w in (w for body in chunk for w in body.split())
+                if (bare := _EDGE_PUNCTUATION.sub("", w))
+            ]
+            for i in range(0, len(stream) - words, words + 1):
+                window = stream[i : i + words + 1]
+                ends = [k for k, (_, end) in enumerate(window[:words]) if end]
+                if len(ends) == 1:
+                    parts[part].append((" ".join(w for w, _ in window), ends[0]))
+    rng = random.Random(seed)
+    rows = []
+    for part, texts in enumerate(parts):
+        rng.shuffle(texts)
+        if part == 0 and per_class is not None:
+            texts = texts[: per_class * words]
+        rows.append(tuple(texts))
+    return LabelledTask(tuple(str(i) for i in range(words)), rows[0], rows[1])
+
+
 class CharVocab:
     """Characters of a text as token ids (the smallest runs' vocabulary)."""
 

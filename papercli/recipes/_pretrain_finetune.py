@@ -13,9 +13,10 @@ the regime where the papers show pre-training matters most. `task` selects it: "
 topics decide it, so a small LM adds nothing: see the sweep in `recipes/gpt.py`) or "word_order"
 (`plays.word_order_task`: is a stretch of `task_words` words in Shakespeare's order or shuffled —
 the same words in both classes, so bag-of-words is at chance and word order, which an LM learns,
-decides) or "replaced_word" (`plays.replaced_word_task`: which of `task_words` words was swapped
-for a plausible other word — token-level, one class per position, so a subclass's `classify`
-scores each word from its own states). Paper scale reads its text and task from `--data` instead
+decides) or a token-level task, one class per word position, whose subclass's `classify` scores
+each word from its own states: "replaced_word" (`plays.replaced_word_task`: which of `task_words`
+words was swapped for a plausible other word) or "sentence_end" (`plays.sentence_end_task`: which
+of `task_words` words ends the sentence once punctuation is removed). Paper scale reads its text and task from `--data` instead
 (layout in `read_paper_data`).
 
 A subclass implements the paper: `build_arm`, `pretrain_loss`, `classify` (and optionally
@@ -42,6 +43,15 @@ from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import Recipe, TrainConfig
 from papercli.reproduce.optim import warmup_cosine, weight_decay_groups
 
+# What each of the plays' tasks asks (for the run's data line); `plays.<task>_task` builds it
+PLAYS_QUESTIONS = {
+    "play": "which play a speech comes from",
+    "word_order": "are {words} words in order or shuffled",
+    "replaced_word": "which of {words} words was replaced",
+    "sentence_end": "which of {words} words ends the sentence, punctuation removed",
+}
+TOKEN_LEVEL_TASKS = ("replaced_word", "sentence_end")  # one class per word position
+
 
 @dataclass
 class PretrainFinetuneConfig(TrainConfig):
@@ -56,8 +66,8 @@ class PretrainFinetuneConfig(TrainConfig):
     finetune_lr: float = bounded(3e-4, gt=0.0)
     finetune_batch_size: int = bounded(32, ge=1)  # labelled texts per phase-2 step
     finetune_warmup: float = fraction(0.002)  # share of phase 2 spent warming up
-    task: Literal["play", "word_order", "replaced_word"] = "play"  # the plays' task (docstring)
-    task_words: int = bounded(32, ge=2)  # words per text of the word_order / replaced_word task
+    task: Literal["play", "word_order", "replaced_word", "sentence_end"] = "play"  # (docstring)
+    task_words: int = bounded(32, ge=2)  # words per text of the word-level tasks
     labelled_per_class: int | None = 100  # fine-tuning texts per class (None: all)
     dropout: float = bounded(0.1, ge=0.0, lt=1.0)
     eval_texts: int = bounded(1000, ge=1)  # test texts scored at each evaluation
@@ -128,11 +138,7 @@ class PretrainFinetuneRecipe(Recipe):
     # --- data -----------------------------------------------------------------------------------
     def data_source(self) -> str:
         if self.cfg.dataset == "plays":
-            question = {
-                "play": "which play a speech comes from",
-                "word_order": f"are {self.cfg.task_words} words in order or shuffled",
-                "replaced_word": f"which of {self.cfg.task_words} words was replaced",
-            }[self.cfg.task]
+            question = PLAYS_QUESTIONS[self.cfg.task].format(words=self.cfg.task_words)
             return (
                 "plays: Shakespeare's plays (shipped); pre-training on 32, the labelled task on "
                 f"the 6 held-out ones ({question}); byte-level BPE"
@@ -145,14 +151,11 @@ class PretrainFinetuneRecipe(Recipe):
         if self.cfg.dataset == "plays":
             train, held = plays.split()
             texts, held_texts = [p.text for p in train], [p.text for p in held]
-            if self.cfg.task == "word_order":
-                self.task = plays.word_order_task(self.cfg.labelled_per_class, self.cfg.task_words)
-            elif self.cfg.task == "replaced_word":
-                self.task = plays.replaced_word_task(
-                    self.cfg.labelled_per_class, self.cfg.task_words
-                )
-            else:
+            if self.cfg.task == "play":
                 self.task = plays.play_task(self.cfg.labelled_per_class)
+            else:  # the word-level tasks: plays.word_order_task, replaced_word_task, …
+                build = getattr(plays, f"{self.cfg.task}_task")
+                self.task = build(self.cfg.labelled_per_class, self.cfg.task_words)
             self.tokenizer = plays.bpe_tokenizer(self.cfg.vocab_size)
         else:
             texts, held_texts, self.task = read_paper_data(self.ctx.data_path)
@@ -176,7 +179,7 @@ class PretrainFinetuneRecipe(Recipe):
         task's; paper scale reads them from task/train.tsv)."""
         if hasattr(self, "task"):
             return len(self.task.classes)
-        if self.cfg.task == "replaced_word":
+        if self.cfg.task in TOKEN_LEVEL_TASKS:
             return self.cfg.task_words  # one class per position
         return len(WORD_ORDER_CLASSES) if self.cfg.task == "word_order" else len(HELD_OUT)
 

@@ -60,6 +60,9 @@ RLHF +0.64, RLAIF +0.22 (trailing by 0.42).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,10 +71,22 @@ from papercli.reproduce.engine import run
 
 from ._alignment import MINI_RUN, PAPER_RUN, AlignmentConfig, AlignmentRecipe, pair_agreement
 
+
+@dataclass
+class RLAIFConfig(AlignmentConfig):
+    # the pairs the labeler's reward model learns: "all" pairs of a prompt's K samples, or "rule":
+    # the pairs the rule orders, the same pairs as the rule's reward model (Sec. 3: the AI labels
+    # the preference dataset the humans labelled, no other pairs)
+    ai_pairs: Literal["all", "rule"] = "all"
+    # Sec. 3.3: the reward model learns the labeler's preference distribution (cross-entropy on
+    # soft labels σ(s_i − s_j) of its scores) instead of its hard choice
+    soft_labels: bool = False
+
+
 # the labeler sees the rule's scores of 256 samples (32 comparison prompts × 8): 64 left it at 65%
-MINI = AlignmentConfig(**MINI_RUN, ai_labeler_examples=256)
+MINI = RLAIFConfig(**MINI_RUN, ai_labeler_examples=256)
 PROBE_L2 = 0.1  # the probe's weight decay (0.01 and 0.1 tried; 0.1 agreed more on both seeds)
-PAPER = AlignmentConfig(
+PAPER = RLAIFConfig(
     **PAPER_RUN,
     prompt_tokens=512,
     response_tokens=128,
@@ -86,10 +101,11 @@ PAPER = AlignmentConfig(
 
 class RLAIFRecipe(AlignmentRecipe):
     paper = "rlaif"
-    config_class = AlignmentConfig
+    config_class = RLAIFConfig
     scales = {"mini": MINI, "paper": PAPER}
     reward_models = {"rm": "rule", "rm_ai": "ai"}
     policies = {"rlhf": ("rm", False), "rlaif": ("rm_ai", False)}
+    cfg: RLAIFConfig
 
     def label(self, labeler: str, model: nn.Module, comparisons: dict) -> torch.Tensor:
         """The AI labeler's scores of the training comparisons (prompts, K)."""
@@ -115,6 +131,25 @@ class RLAIFRecipe(AlignmentRecipe):
         with torch.enable_grad():
             opt.step(closure)
         return (x @ w + b).detach().view(tokens.shape[:2])
+
+    def preference_loss(self, labeler: str, rewards: torch.Tensor, idx: torch.Tensor):
+        """The labeler's reward model: cross-entropy of each pair's preference, hard (1 for the
+        higher-scored sample: Eq. 1) or soft (σ(s_i − s_j), Sec. 3.3), over the pairs `ai_pairs`
+        names; the rule's reward model is the shared Eq. 1 on the rule's rankings."""
+        c = self.cfg
+        if labeler != "ai" or (c.ai_pairs == "all" and not c.soft_labels):
+            return super().preference_loss(labeler, rewards, idx)
+        ai, rule = self.comparisons["train_ai"][idx], self.comparisons["train_rule"][idx]
+        k = ai.shape[1]
+        pairs = torch.ones(k, k, dtype=torch.bool).triu(1).expand(len(idx), k, k)  # each once
+        if c.ai_pairs == "rule":
+            pairs = pairs & (rule[:, :, None] != rule[:, None, :])
+        gap = ai[:, :, None] - ai[:, None, :]
+        target = torch.sigmoid(gap) if c.soft_labels else (gap > 0).float()
+        diff = (rewards[:, :, None] - rewards[:, None, :])[pairs]
+        if not pairs.any():
+            return rewards.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(diff, target[pairs])
 
     @torch.no_grad()
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:

@@ -169,6 +169,16 @@ def test_summarize_mini_changes_only_its_own_settings():
     assert all(getattr(MINI, k) == v for k, v in MINI_RUN.items())
 
 
+def test_rlaif_mini_relabels_the_rules_pairs_with_soft_labels():
+    """rlaif's mini (issue 17): the labeler reads final states and embeddings, its reward model
+    learns soft labels on the pairs the rule orders; 128 comparison prompts (256 and 512 did not
+    reproduce either; measurements in the recipe's docstring)."""
+    from papercli.recipes.rlaif import MINI
+
+    assert (MINI.ai_pairs, MINI.soft_labels, MINI.ai_labeler_reads) == ("rule", True, "embeddings")
+    assert (MINI.rm_prompts, MINI.ai_labeler_examples) == (128, 256)
+
+
 def test_paper_scale_counts_gpt3_shapes_and_a_run_needs_a_base(tmp_path):
     def dry(*sets: str) -> dict:
         args = [a for s in sets for a in ("--set", s)]

@@ -82,7 +82,10 @@ agreement on pairs where both samples score > 0, 20% of the pairs, stays 56–66
   (1)+(2)+(3), 128 prompts (the mini): seed 0 +0.02 (agreement 77.8 %, 73.0 % unseen; RMs
   71.6 / 71.8 %; RLHF +0.88, RLAIF +0.90; 206 s), seed 1 −0.22 (77.1 / 72.6 %; 67.4 / 65.4 %;
   RLHF +0.91, RLAIF +0.69; 206 s), seed 2 +0.09 (78.6 / 72.7 %; 67.9 / 64.0 %; RLHF +0.78,
-  RLAIF +0.87; 203 s).
+  RLAIF +0.87; 203 s); the defaults, at load ~5: seed 3 −0.08 (75.3 / 69.2 %; 75.2 / 72.4 %;
+  RLHF +1.17, RLAIF +1.09; 199 s, wall 558 s: every check passes), seed 4 −0.25 (76.1 / 69.3 %;
+  69.3 / 71.7 %; RLHF +1.06, RLAIF +0.81; 201 s). Over seeds 0–4 RLAIF − RLHF averages −0.09
+  (3 of 5 within 0.2).
 Every other check passes on every seed (agreement ≥ 60 %, both policies ≥ +0.5 over SFT), but
 seed 1 trails by 0.22 > 0.2: NOT reproduced. What is left: the labeler tells "some warm word"
 from "none" on ~80% of such pairs but 2 warm words from 1 on only ~60%, and the rule is a

@@ -355,6 +355,11 @@ class AlignmentRecipe(Recipe):
         """Scores of the training comparisons by a labeler other than the rule (rlaif's)."""
         raise PapercliError(f"unknown labeler '{labeler}'")
 
+    def preference_loss(self, labeler: str, rewards: torch.Tensor, idx: torch.Tensor):
+        """Eq. 1 on the labeler's rankings of the batch's prompts `idx` (rewards: (prompts, K));
+        rlaif overrides it for its labeler's soft labels."""
+        return pairwise_loss(rewards, self.comparisons[f"train_{labeler}"][idx])
+
     def rm_step(self, step: int, model, trainer) -> dict[str, float]:
         c = self.cfg
         tokens = self.comparisons["train_tokens"]
@@ -362,9 +367,8 @@ class AlignmentRecipe(Recipe):
         idx = torch.randperm(len(tokens), generator=g)[: c.rm_batch_prompts]
         logged: dict[str, float] = {}
         for name, labeler in self.reward_models.items():
-            ranks = self.comparisons[f"train_{labeler}"][idx]
             rewards = model[name](tokens[idx].flatten(0, 1), c.response_tokens).view(len(idx), -1)
-            loss = pairwise_loss(rewards, ranks)
+            loss = self.preference_loss(labeler, rewards, idx)
             self._update(step, trainer, name, loss)
             logged[f"{name}_loss"] = loss.item()
         logged["loss"] = sum(logged.values())

@@ -55,7 +55,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from papercli.data.transforms import random_resized_crop
+from papercli.data.transforms import (
+    color_jitter,
+    gaussian_blur,
+    normalize,
+    random_resized_crop,
+    solarize,
+    unnormalize,
+)
 from papercli.methods.dino import (
     DINO,
     DINOHead,
@@ -86,6 +93,16 @@ class DINOConfig(ClassificationConfig):
     global_scale_min: float = fraction(0.4)
     local_scale_max: float = fraction(0.4)
     local_scale_min: float = fraction(0.05)
+    # BYOL's photometric augmentations (Appendix / Sec. 4.1), after the crops and flips: colour
+    # jitter (p 0.8; on grey images brightness and contrast), Gaussian blur (p 1.0 on the first
+    # global view, 0.1 on the second, 0.5 on the locals) and solarisation (p 0.2, second view)
+    photometric: bool = True
+    jitter_p: float = fraction(0.8)
+    brightness: float = fraction(0.4)
+    contrast: float = fraction(0.4)
+    blur_sigma_min: float = bounded(0.1, gt=0.0)  # px
+    blur_sigma_max: float = bounded(2.0, gt=0.0)  # px (BYOL / DINO at 224 px)
+    solarize_p: float = fraction(0.2)
     lr: float = bounded(0.002, gt=0.0)  # 0.0005 × batch / 256
     warmup_steps: int = bounded(12_510, ge=0)
     weight_decay: float = bounded(0.04, ge=0.0)
@@ -158,7 +175,28 @@ class DINORecipe(ClassificationRecipe):
             random_resized_crop(x, cfg.local_size, (cfg.local_scale_min, cfg.local_scale_max), g)
             for _ in range(cfg.local_crops)
         ]
-        return globals_ + locals_
+        if not cfg.photometric:
+            return globals_ + locals_
+        # Appendix: asymmetric blur and solarisation between the two global views
+        blur_p = [1.0, 0.1] + [0.5] * cfg.local_crops
+        solarize_p = [0.0, cfg.solarize_p] + [0.0] * cfg.local_crops
+        return [
+            self._photometric(v, b, s, g)
+            for v, b, s in zip(globals_ + locals_, blur_p, solarize_p, strict=True)
+        ]
+
+    def _photometric(
+        self, view: torch.Tensor, blur_p: float, solarize_p: float, g: torch.Generator
+    ) -> torch.Tensor:
+        """Colour jitter, blur and solarisation of one normalised view, in [0, 1] pixel units."""
+        cfg, mean, std = self.cfg, self.spec.mean, self.spec.std
+        x = unnormalize(view, mean, std).clamp(0, 1)
+        x = color_jitter(
+            x, g, brightness=cfg.brightness, contrast=cfg.contrast, saturation=0.2, p=cfg.jitter_p
+        )
+        x = gaussian_blur(x, blur_p, g, (cfg.blur_sigma_min, cfg.blur_sigma_max))
+        x = solarize(x, solarize_p, g)
+        return normalize(x, mean, std)
 
     def units_in(self, batch) -> int:
         return len(batch[0])

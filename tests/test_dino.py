@@ -197,12 +197,13 @@ def test_a_real_run_trains_the_student_and_averages_the_teacher(runner, tmp_path
 
 
 def test_a_resnet_backbone_trains_on_its_pooled_features(runner, tmp_path):
-    """Table 2's other backbone: a (CIFAR-family) ResNet's pooled last stage feeds the head."""
+    """Table 2's other backbone: a (CIFAR-family) ResNet's pooled last stage feeds the head;
+    its views go through BYOL's photometric augmentations as well."""
     out = tmp_path / "dino-resnet"
     run_tiny(
         runner, out, 2, 8, "model=resnet8-cifar", "width=4", "local_size=4", "local_crops=1",
         "out_dim=16", "head_hidden=8", "bottleneck=4", "eval_train_samples=100",
-        "eval_test_samples=50", "warmup_steps=1",
+        "eval_test_samples=50", "warmup_steps=1", "photometric=true",
     )  # fmt: skip
     assert "knn_gain" in json.loads((out / "result.json").read_text())["metrics"]
     state = load_checkpoint(out / CHECKPOINT)

@@ -56,13 +56,20 @@ ViT's 64.8% (seed 0) at the evaluations, batch 128, λ 0.99 → 1:
     the same, batch 64 × 2200 steps                    70.3% at 440 (the images of 220 above: 69.7%)
     + photometric, lr 1e-3, 900 steps                  69.5 / 72.0 / 73.1% at 300 / 600 / 900
                                                        (gain 8.3, CPU 281 s); 0.60 / 0.83 / 0.13
+      the same, seed 1                                 70.2 / 71.5 / 72.6% vs 62.0% (gain 10.6: every
+                                                       k-NN and monitor check passes; CPU 281 s)
+    + photometric, lr 1e-3, K = 1024, 900 steps        69.3 / 72.3 / 72.3% (gain 7.5, CPU 290 s)
+    + photometric, lr 1e-3, 8 locals, 700 steps        69.1 / 70.7 / 70.2% at 300 / 600 / 700 (gain 5.4,
+                                                       CPU 290 s)
     + photometric, lr 2e-3, 900 steps                  69.6 / 72.2 / 72.2% (gain 7.4, CPU 286 s)
     + photometric, lr 1e-3, blur σ 0.1–1 px, 900       69.9 / 72.1 / 73.0% (gain 8.2, CPU 283 s)
     resnet8-cifar, width 16                            half the ViT's images per second (68 vs
                                                        149/s): ~500 steps in the budget (stopped)
-BYOL's augmentations are the one lever that moved the k-NN accuracy (+2.6 points at 220 steps,
-73.7% at 1100 steps against the random network's 64.8%, above the 70% floor), but within ~280 s
-the gain stays 8–9 points, short of the 10 the check asks: still NOT reproduced.
+BYOL's augmentations are the one lever that moved the k-NN accuracy (+2.6 points at 220 steps;
+73.7% at 1100 steps against the random network's 64.8%, above the 70% floor). Within ~280 s
+(`--steps 900 --set photometric=true --set lr=1e-3`) seed 1 passes every k-NN and monitor check
+(72.6% vs 62.0%) but seed 0 gains 8.3 points, short of the 10 the check asks; a larger K, more
+local crops and a higher lr did not help: still NOT reproduced, and the mini stays as it was.
 """
 
 from __future__ import annotations

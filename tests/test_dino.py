@@ -12,7 +12,14 @@ import torch
 from conftest import two_step_control
 
 from papercli.cli import app
-from papercli.data.transforms import random_resized_crop
+from papercli.data.transforms import (
+    color_jitter,
+    gaussian_blur,
+    normalize,
+    random_resized_crop,
+    solarize,
+    unnormalize,
+)
 from papercli.methods.dino import (
     DINO,
     DINOHead,
@@ -111,6 +118,41 @@ def test_multi_crop_views_have_their_sizes_and_come_from_the_image():
     assert torch.allclose(full, x, atol=1e-4)  # the whole image at its own size is the image
 
 
+def test_byol_photometric_augmentations():
+    """Colour jitter (brightness, contrast, saturation, grayscale), blur and solarisation, on
+    [0, 1] images; each with probability 0 leaves the batch as it is."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8)
+    assert torch.equal(color_jitter(x, g, p=0.0, grayscale_p=0.0), x)
+    assert torch.equal(gaussian_blur(x, 0.0, g), x)
+    assert torch.equal(solarize(x, 0.0, g), x)
+    # brightness alone: every image scaled by one factor within 1 ± 0.4, then clamped to [0, 1]
+    dim = 0.25 + 0.25 * x  # away from 0 (ratios) and from the clamp at 1
+    bright = color_jitter(dim, g, brightness=0.4, contrast=0.0, saturation=0.0, p=1.0)
+    ratio = bright / dim
+    per_image = ratio.view(64, -1)
+    assert torch.allclose(per_image, per_image[:, :1], atol=1e-4)
+    assert per_image.min() >= 0.6 - 1e-5 and per_image.max() <= 1.4 + 1e-5
+    assert per_image.std() > 0.1  # the factors differ between images
+    # contrast alone keeps each image's mean (nothing clamped here) and scales its spread
+    mid = 0.4 + 0.2 * x
+    contrasted = color_jitter(mid, g, brightness=0.0, contrast=0.4, saturation=0.0, p=1.0)
+    assert torch.allclose(contrasted.mean((1, 2, 3)), mid.mean((1, 2, 3)), atol=1e-5)
+    # grayscale: RGB images become their luma in every channel
+    rgb = torch.rand(4, 3, 8, 8)
+    gray = color_jitter(rgb, g, p=0.0, grayscale_p=1.0)
+    assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
+    # blur: a constant image stays constant, noise loses most of its variance
+    flat = torch.full((2, 1, 8, 8), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 1.0, g), flat, atol=1e-6)
+    assert gaussian_blur(x, 1.0, g, (1.5, 2.0)).std() < 0.5 * x.std()
+    # solarisation inverts the pixels at or above 0.5 only
+    sol = solarize(x, 1.0, g)
+    assert torch.allclose(sol, torch.where(x >= 0.5, 1 - x, x))
+    mean, std = (0.3,), (0.4,)
+    assert torch.allclose(unnormalize(normalize(x, mean, std), mean, std), x, atol=1e-6)
+
+
 def test_weighted_knn_votes_by_similarity():
     memory = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     labels = torch.tensor([0, 0, 1])
@@ -155,12 +197,13 @@ def test_a_real_run_trains_the_student_and_averages_the_teacher(runner, tmp_path
 
 
 def test_a_resnet_backbone_trains_on_its_pooled_features(runner, tmp_path):
-    """Table 2's other backbone: a (CIFAR-family) ResNet's pooled last stage feeds the head."""
+    """Table 2's other backbone: a (CIFAR-family) ResNet's pooled last stage feeds the head;
+    its views go through BYOL's photometric augmentations as well."""
     out = tmp_path / "dino-resnet"
     run_tiny(
         runner, out, 2, 8, "model=resnet8-cifar", "width=4", "local_size=4", "local_crops=1",
         "out_dim=16", "head_hidden=8", "bottleneck=4", "eval_train_samples=100",
-        "eval_test_samples=50", "warmup_steps=1",
+        "eval_test_samples=50", "warmup_steps=1", "photometric=true",
     )  # fmt: skip
     assert "knn_gain" in json.loads((out / "result.json").read_text())["metrics"]
     state = load_checkpoint(out / CHECKPOINT)

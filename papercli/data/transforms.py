@@ -55,3 +55,93 @@ def random_resized_crop(
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     grid = F.affine_grid(theta.to(x), [b, x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def unnormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """The inverse of `normalize`: back to [0, 1] pixel units."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x * s + m
+
+
+def _chosen(p: float, b: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, 1, 1, 1) booleans: which images of the batch a transform with probability p touches."""
+    return (torch.rand(b, generator=generator) < p).view(b, 1, 1, 1)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma (PIL's 'L' conversion) of (B, 3, H, W), kept as (B, 1, H, W); a grey batch
+    is its own luma."""
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def color_jitter(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.2,
+    p: float = 0.8,
+    grayscale_p: float = 0.2,
+) -> torch.Tensor:
+    """BYOL's colour distortion (Grill et al., 2020, Appendix B; DINO's Appendix uses the same)
+    without the hue shift, on (B, C, H, W) in [0, 1]. With probability p, per image: brightness ×
+    U(1 − b, 1 + b), contrast (blend with the image's mean luma) and saturation (blend with its
+    luma) by factors U(1 − c, 1 + c) and U(1 − s, 1 + s), each clamped to [0, 1]. Then, with
+    probability `grayscale_p`, the luma in every channel. torchvision draws the order of the three
+    per image; here it is fixed: without the clamps they are linear maps that commute, so the
+    order changes only what the clamps cut. On grey images saturation and grayscale do nothing."""
+    b = x.shape[0]
+
+    def factor(strength: float) -> torch.Tensor:
+        return (
+            torch.empty(b)
+            .uniform_(1 - strength, 1 + strength, generator=generator)
+            .view(b, 1, 1, 1)
+            .to(x)
+        )
+
+    jitter = _chosen(p, b, generator).to(x.device)
+    out = (x * factor(brightness)).clamp(0, 1)
+    mean = _gray(out).mean((1, 2, 3), keepdim=True)
+    out = (mean + factor(contrast) * (out - mean)).clamp(0, 1)
+    gray = _gray(out)
+    out = (gray + factor(saturation) * (out - gray)).clamp(0, 1)
+    out = torch.where(jitter, out, x)
+    to_gray = _chosen(grayscale_p, b, generator).to(x.device)
+    return torch.where(to_gray, _gray(out).expand_as(out), out)
+
+
+def gaussian_blur(
+    x: torch.Tensor,
+    p: float,
+    generator: torch.Generator,
+    sigma: tuple[float, float] = (0.1, 2.0),
+) -> torch.Tensor:
+    """With probability p per image, a Gaussian blur of standard deviation U(sigma) pixels
+    (BYOL / DINO: 0.1–2 px at 224 px), separable, with reflected borders. x: (B, C, H, W)."""
+    b, c, h, w = x.shape
+    s = torch.empty(b).uniform_(*sigma, generator=generator)
+    chosen = _chosen(p, b, generator).to(x.device)
+    radius = min(math.ceil(3 * sigma[1]), h - 1, w - 1)
+    if radius < 1:
+        return x
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * s[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).to(x).repeat_interleave(c, 0)  # (B·C, 2r+1)
+    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, kernel.view(b * c, 1, 1, -1), groups=b * c)  # along rows
+    y = F.conv2d(y, kernel.view(b * c, 1, -1, 1), groups=b * c)  # along columns
+    return torch.where(chosen, y.view(b, c, h, w), x)
+
+
+def solarize(
+    x: torch.Tensor, p: float, generator: torch.Generator, threshold: float = 0.5
+) -> torch.Tensor:
+    """With probability p per image, every pixel at or above `threshold` becomes 1 − x (PIL's
+    solarize at 128 / 255; BYOL / DINO). x in [0, 1]."""
+    chosen = _chosen(p, x.shape[0], generator).to(x.device)
+    return torch.where(chosen & (x >= threshold), 1 - x, x)

@@ -113,6 +113,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from papercli.data import lm
+from papercli.methods import t5_objectives
 from papercli.methods.span_corruption import corrupt
 from papercli.models.transformer import SIZES, Transformer, TransformerConfig
 from papercli.recipes._pretrain_finetune import PretrainFinetuneConfig, PretrainFinetuneRecipe
@@ -132,6 +133,11 @@ class T5Config(PretrainFinetuneConfig):
     noise_density: float = fraction(0.15)  # share of tokens dropped (Sec. 3.3.4)
     mean_span: float = bounded(3.0, ge=1.0)  # mean dropped-span length (Sec. 3.3.4)
     sentinels: int = bounded(16, ge=1)  # T5's vocabulary has 100 (<extra_id_0> …)
+    # Sec. 3.3.1, Table 4: the phase-1 objective; span corruption is the baseline's
+    # (`methods.span_corruption`), the others `methods.t5_objectives`
+    objective: Literal["span_corruption", "prefix_lm", "bert_style", "deshuffling"] = (
+        "span_corruption"
+    )
     optimizer: Literal["adamw", "adafactor"] = "adamw"  # adafactor: T5's (configure_optimizers)
     # "t5": Mesh TF's initialisation (`models.transformer.TransformerConfig.init`); "normal":
     # every weight N(0, 0.02), the former mini's, whose tied embeddings drift (docstring)
@@ -206,15 +212,26 @@ class T5Recipe(PretrainFinetuneRecipe):
         )
 
     def train_batch(self, step: int, micro: int = 0):
-        """Phase 1 batches are span-corrupted here, seeded by (step, shard): (input, target)."""
+        """Phase 1 windows become (input, target) pairs here by the `objective`, seeded by
+        (step, shard)."""
         batch = super().train_batch(step, micro)
         if batch[0] != "pretrain":
             return batch
-        inputs, targets = corrupt(
-            batch[1], self.sentinel_ids, self.eot,
-            density=self.cfg.noise_density, mean_span=self.cfg.mean_span,
-            generator=self.ctx.generator(step, self.ctx.shard(micro)),
-        )  # fmt: skip
+        tokens, g = batch[1], self.ctx.generator(step, self.ctx.shard(micro))
+        if self.cfg.objective == "prefix_lm":
+            inputs, targets = t5_objectives.prefix_lm(tokens, self.eot, generator=g)
+        elif self.cfg.objective == "bert_style":  # the mask: the first sentinel; random: BPE ids
+            inputs, targets = t5_objectives.bert_style(
+                tokens, self.sentinel_ids[0], self.eot,
+                random_vocab=self.tokenizer.get_vocab_size(), generator=g,
+            )  # fmt: skip
+        elif self.cfg.objective == "deshuffling":
+            inputs, targets = t5_objectives.deshuffle(tokens, self.eot, generator=g)
+        else:
+            inputs, targets = corrupt(
+                tokens, self.sentinel_ids, self.eot,
+                density=self.cfg.noise_density, mean_span=self.cfg.mean_span, generator=g,
+            )  # fmt: skip
         return "pretrain", inputs, targets
 
     # --- model ----------------------------------------------------------------------------------
@@ -243,7 +260,8 @@ class T5Recipe(PretrainFinetuneRecipe):
 
     # --- objectives -----------------------------------------------------------------------------
     def pretrain_loss(self, name, arm, x, y, step) -> torch.Tensor:
-        """Span corruption: predict the target (sentinels and dropped spans) from the input."""
+        """Maximum likelihood of the objective's target (span corruption: the sentinels and the
+        dropped spans) given its input, teacher-forced."""
         logits = arm(x, self._shifted(y))
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 

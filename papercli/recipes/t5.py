@@ -142,9 +142,9 @@ warmup_steps=10000` with a longer phase 2 (its phase-2 training loss per target 
 600, 0.54-0.57, the scratch arm's 0.99-1.07, is still far above the AdamW runs' 0.16) on a faster
 machine, or shorter windows for phase 1 only. Phase 2 at 3e-3 instead (Adafactor's relative step;
 not the paper's 1e-3), BERT-style, 400 + 200 steps: seed 0 62.7 % vs 56.8 % (+5.9), 261 s (at load
-~3; the 283 s runs shared the 2 cores with ~15 processes); seed 1 60.6 % vs 51.3 % (+9.3), 276 s; at 1e-2, seed 0 61.6 % vs
-54.9 % (+6.7), 279 s. The gain clears 5 points on every BERT-style run; 65 % is not reached.
-Prefix LM with Adafactor names one class for every
+~3; the 283 s runs shared the 2 cores with ~15 processes); seed 1 60.6 % vs 51.3 % (+9.3), 276 s;
+at 1e-2, seed 0 61.6 % vs 54.9 % (+6.7), 279 s. The gain clears 5 points on every BERT-style run;
+65 % is not reached. Prefix LM with Adafactor names one class for every
 test text on both seeds (exactly 50.0 %) although its first target token is read from the input,
 so the fixed sentinel is not the only way to that collapse.
 """

@@ -11,6 +11,7 @@ import torch
 from test_reproduce_cli import papercli
 
 from papercli.data import plays
+from papercli.methods import t5_objectives
 from papercli.methods.span_corruption import corrupt, noise_mask
 from papercli.models import create_model
 from papercli.models.transformer import KVCache
@@ -76,6 +77,27 @@ def test_span_corruption_drops_15_percent_in_spans_of_mean_3_and_is_invertible()
                 spans[sentinel].append(t)
         restored = [u for t in inp.tolist() for u in (spans[t] if t >= 1000 else [t])]
         assert restored == row.tolist()
+
+
+def test_table_4_objectives_prefix_lm_bert_style_and_deshuffling():
+    # Sec. 3.3.1: each objective's first target token depends on the input, unlike span
+    # corruption's, which is always <extra_id_0>
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 100, (64, 40), generator=g)
+    x, y = t5_objectives.prefix_lm(tokens, eos=7, generator=g)
+    assert 1 <= x.shape[1] <= 39 and (y[:, -1] == 7).all()
+    assert torch.equal(torch.cat([x, y[:, :-1]], 1), tokens)  # input, then its continuation
+
+    x, y = t5_objectives.bert_style(tokens, mask_id=1000, eos=7, random_vocab=100, generator=g)
+    assert torch.equal(y, torch.cat([tokens, torch.full((64, 1), 7)], 1))  # the original text
+    changed = x != tokens
+    masked = x == 1000
+    assert 0.12 < (changed | masked).float().mean() < 0.18  # 15 % corrupted
+    assert 0.85 < masked.sum() / (changed | masked).sum() < 0.95  # 90 % of them the mask
+
+    x, y = t5_objectives.deshuffle(tokens, eos=7, generator=g)
+    assert torch.equal(x.sort(1).values, tokens.sort(1).values) and not torch.equal(x, tokens)
+    assert torch.equal(y[:, :-1], tokens)
 
 
 def test_t5_initialisation_follows_mesh_tf():
@@ -158,6 +180,11 @@ def test_text_to_text_rows_and_rank_classification():
 
     _, x, y = recipe.train_batch(0)  # phase 1: span-corrupted windows
     assert x.shape == (4, 24 - 4 + 1) and (y[:, 0] == recipe.sentinel_ids[0]).all()
+    bert = _recipe(task="play", objective="bert_style")
+    windows = super(T5Recipe, bert).train_batch(0)[1]
+    _, x, y = bert.train_batch(0)  # the same windows, BERT-style: the target is the original
+    assert x.shape == (4, 24) and torch.equal(y[:, :-1], windows)
+    assert (x == bert.sentinel_ids[0]).any() and (y[:, -1] == bert.eot).all()
 
     arm = recipe.build_model()["pretrained"].eval()
     labels = recipe.train_labels[:5]

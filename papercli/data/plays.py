@@ -177,6 +177,15 @@ def shuffled(words: list[str], rng: random.Random) -> list[str]:
     return out
 
 
+def _in_task_order(
+    items: list, part: int, per_class: int | None, classes: int, rng: random.Random
+) -> list:
+    """A part's items in the task's fixed random order; the fine-tuning part (0) keeps its first
+    `per_class` × `classes` (all when None), the test part all of them."""
+    rng.shuffle(items)
+    return items if part != 0 or per_class is None else items[: per_class * classes]
+
+
 def word_order_task(
     per_class: int | None = None,
     words: int = 16,
@@ -205,9 +214,7 @@ def word_order_task(
     rows = []
     for part, windows in enumerate(parts):
         windows = [w for w in windows if len(set(w)) > 1]  # one repeated word cannot be shuffled
-        rng.shuffle(windows)
-        if part == 0 and per_class is not None:
-            windows = windows[: 2 * per_class]
+        windows = _in_task_order(windows, part, per_class, 2, rng)
         rows.append(
             tuple(
                 (" ".join(shuffled(w, rng) if i % 2 else w), i % 2) for i, w in enumerate(windows)
@@ -260,9 +267,7 @@ def replaced_word_task(
         windows = [
             s[i : i + words + 1] for s in part_streams for i in range(0, len(s) - words, words + 1)
         ]
-        rng.shuffle(windows)
-        if part == 0 and per_class is not None:
-            windows = windows[: per_class * words]
+        windows = _in_task_order(windows, part, per_class, words, rng)
         labelled = []
         for w in windows:
             at = rng.randrange(words)
@@ -322,10 +327,7 @@ def sentence_end_task(
     rng = random.Random(seed)
     rows = []
     for part, texts in enumerate(parts):
-        rng.shuffle(texts)
-        if part == 0 and per_class is not None:
-            texts = texts[: per_class * words]
-        rows.append(tuple(texts))
+        rows.append(tuple(_in_task_order(texts, part, per_class, words, rng)))
     return LabelledTask(tuple(str(i) for i in range(words)), rows[0], rows[1])
 
 

@@ -23,10 +23,11 @@ One run, two phases, on ViT's recipe (the teacher is its CNN arm):
            the teacher then labels crop by crop)
     paper  DeiT-B⚗/16 (87.3M; DeiT-Ti⚗/S⚗ with --set model=deit-ti/16 or deit-s/16) on an ImageNet
            folder from --data: 300 epochs of batch 1024, AdamW lr 1e-3 (5e-4 × 1024/512), weight
-           decay 0.05, 5 warm-up epochs, cosine decay, label smoothing 0.1 (Table 9). The paper's
-           teacher is a pre-trained RegNetY-16GF; here a ResNet-50 trains first in the same run.
-           Not implemented: RandAugment, Mixup, CutMix, random erasing, stochastic depth, repeated
-           augmentation (Table 8's ablation shows what each is worth).
+           decay 0.05, 5 warm-up epochs, cosine decay, label smoothing 0.1, Mixup α 0.8 and
+           CutMix α 1.0 on the students' batches (Table 9). The paper's teacher is a pre-trained
+           RegNetY-16GF; here a ResNet-50 trains first in the same run. Not implemented:
+           RandAugment, random erasing, stochastic depth, repeated augmentation (Table 8's
+           ablation shows what each is worth).
 
 Metrics: teacher_test_acc, deit_test_acc (joint classifier), vit_test_acc, and
 deit_minus_vit_acc (positive: distillation helped, the paper's direction).
@@ -57,17 +58,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from papercli.data.transforms import mixup_cutmix, random_resized_crop
 from papercli.models import create_model
 from papercli.models.deit import deit
 from papercli.recipes import vit
 from papercli.recipes.vit import Baseline, ViTRecipe, ViTTrainConfig
-from papercli.reproduce.config import fraction
+from papercli.reproduce.config import bounded, fraction
 from papercli.reproduce.engine import run
 
 
 @dataclass
 class DeiTConfig(ViTTrainConfig):
     teacher_fraction: float = fraction(0.5)  # share of the steps that train the teacher first
+    # Table 9 / Sec. 6: Mixup (α 0.8) and CutMix (α 1.0), one per image; 0 turns a method off
+    mixup_alpha: float = bounded(0.0, ge=0.0)
+    cutmix_alpha: float = bounded(0.0, ge=0.0)
+    mix_prob: float = fraction(1.0, inclusive_one=True)  # share of the images mixed
+    mix_switch_prob: float = fraction(0.5, inclusive_one=True)  # CutMix, not Mixup, if both on
+    teacher_mix: bool = False  # the teacher trains on the mixed images too (else on the plain ones)
+    crop_scale: float = fraction(0.0)  # > 0: random-resized crops of (crop_scale, 1) of the area
 
 
 PAPER = DeiTConfig(
@@ -86,6 +95,8 @@ PAPER = DeiTConfig(
     label_smoothing=0.1,
     grad_clip=0.0,
     teacher_fraction=0.2,
+    mixup_alpha=0.8,
+    cutmix_alpha=1.0,
     baseline=Baseline(model="resnet50", lr=0.4, weight_decay=1e-4),  # lr 0.1 × 1024/256
 )
 # the ViT mini's settings (and its ResNet-20 as the teacher), half the steps for the teacher
@@ -120,6 +131,31 @@ class DeiTRecipe(ViTRecipe):
         students = self.cfg.steps - self.teacher_steps
         return self.teacher_steps if arm == self.baseline_arm else students
 
+    @property
+    def mixing(self) -> bool:
+        return self.cfg.mixup_alpha > 0 or self.cfg.cutmix_alpha > 0
+
+    def train_batch(self, step: int, micro: int = 0):
+        """ViT's batch, then DeiT's augmentation (Table 9): random-resized crops (in-memory data;
+        an image folder crops already) and Mixup/CutMix, whose targets are probabilities. The two
+        students see the identical mixed images; the teacher labels each one (Eq. 2)."""
+        x, y = super().train_batch(step, micro)
+        g = self.ctx.generator(step, stream=1_000 + self.ctx.shard(micro))  # not the crop stream
+        if self.cfg.crop_scale and self.cfg.dataset != "imagenet":
+            x = random_resized_crop(x, x.shape[-1], (self.cfg.crop_scale, 1.0), g)
+        if self.mixing and (self.cfg.teacher_mix or step >= self.teacher_steps):
+            x, y = mixup_cutmix(
+                x,
+                y,
+                self.num_classes,
+                g,
+                mixup_alpha=self.cfg.mixup_alpha,
+                cutmix_alpha=self.cfg.cutmix_alpha,
+                switch_prob=self.cfg.mix_switch_prob,
+                prob=self.cfg.mix_prob,
+            )
+        return x, y
+
     def teacher_loss(self, model: nn.Module, batch) -> dict[str, float]:
         x, y = batch
         return {
@@ -136,7 +172,8 @@ class DeiTRecipe(ViTRecipe):
         cls, dist = model["deit"](x)
         smoothing = self.cfg.label_smoothing
         return {
-            # Eq. 2: the class head learns the label, the distillation head the teacher's label
+            # Eq. 2: the class head learns the label (mixed: a probability vector), the
+            # distillation head the teacher's label of the very image it sees
             "deit": 0.5 * F.cross_entropy(cls.float(), y, label_smoothing=smoothing)
             + 0.5 * F.cross_entropy(dist.float(), y_teacher),
             "vit": F.cross_entropy(model["vit"](x).float(), y, label_smoothing=smoothing),

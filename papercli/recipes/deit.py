@@ -53,8 +53,8 @@ subset of N training images) did not show it either:
 The teacher is 5-15 points better than the ViT in every setting, so it is not a weak teacher:
 at this budget the hard labels of a teacher trained on the same images add too little beyond
 the labels themselves (the paper's teachers label RandAugment/Mixup/CutMix crops for 300 epochs).
-DeiT's own augmentation (issue 16; seed 0, all 60,000 images, 1000 steps, 4 runs at a time on 2
-cores, so user seconds run ~15 % above an idle machine's; DeiT⚗ − ViT at step 750 → 1000):
+DeiT's own augmentation (issue 16; seed 0, all 60,000 images, 1000 steps; user seconds taken with 4-6
+runs sharing 2 cores, none timed on an idle machine; DeiT⚗ − ViT at step 1000, and at 750):
     Mixup 0.8 + CutMix 1.0 on phase 2    teacher 88.2 %  DeiT⚗ 80.0 %  ViT 80.0 %  −0.0 points
       (+0.8 at step 750)                                                         (336 s user)
     the same, the teacher mixed too      teacher 88.4 %  DeiT⚗ 79.2 %  ViT 80.0 %  −0.8 (337 s)
@@ -72,7 +72,7 @@ Mixing costs the students 3 points at this length (80 % against 83 % unmixed) an
 within seed noise: in one epoch of Fashion-MNIST the students are limited by optimisation, not by
 data, and a mixed image's target λ·y_a + (1 − λ)·y_b already says more than the teacher's hard
 label of it. Crops cost the ViTs 8 points (no translation equivariance at 7-px patches). Longer
-student training lifts both students alike. The mini keeps its unmixed settings.
+student training lifts the plain ViT more than the distilled one. The mini keeps its settings.
 """
 
 from __future__ import annotations

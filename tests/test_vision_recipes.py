@@ -165,6 +165,76 @@ def test_mixer_mixes_tokens_and_channels_without_attention():
         mixer_config("mixer-x/16")
 
 
+# --------------------------------------------------------------------------- DeiT's Mixup/CutMix
+def test_cutmix_pastes_a_box_and_weights_the_labels_by_its_area():
+    from papercli.data.transforms import mixup_cutmix
+
+    x = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 1, 12, 12).contiguous()  # image i is all i
+    y = torch.arange(8)
+    g = torch.Generator().manual_seed(0)
+    mixed, target = mixup_cutmix(x, y, 10, g, mixup_alpha=0.0, cutmix_alpha=1.0)
+    assert torch.allclose(target.sum(1), torch.ones(8))
+    for i in range(8):
+        own = (mixed[i] == i).float().mean()  # every pixel is the image's or its partner's
+        assert ((mixed[i] == i) | (mixed[i] == 7 - i)).all()
+        assert target[i, i] == pytest.approx(own.item()) and target[i, 7 - i] == pytest.approx(
+            1 - own.item()
+        )
+    again, _ = mixup_cutmix(x, y, 10, torch.Generator().manual_seed(0), 0.0, 1.0)
+    assert torch.equal(mixed, again)  # the same step replays the same boxes
+
+
+def test_mixup_blends_images_and_labels_alike_and_prob_zero_leaves_the_batch():
+    from papercli.data.transforms import mixup_cutmix
+
+    x, y = torch.randn(6, 1, 5, 5), torch.tensor([0, 1, 2, 3, 4, 5])
+    mixed, target = mixup_cutmix(x, y, 6, torch.Generator().manual_seed(1), 0.8, 0.0)
+    lam = target[torch.arange(6), y].view(6, 1, 1, 1)
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0), atol=1e-6)
+    assert ((lam > 0) & (lam < 1)).all()
+    same, onehot = mixup_cutmix(x, y, 6, torch.Generator().manual_seed(1), prob=0.0)
+    assert torch.equal(same, x) and torch.equal(onehot, torch.eye(6))
+
+
+def test_deit_mixes_the_students_batches_and_the_teachers_only_if_asked():
+    """Phase 1 (the teacher's 2 steps) sees plain labels unless `teacher_mix`; phase 2 (the
+    students') always sees mixed images with probability targets, the same ones on a replay."""
+    from types import SimpleNamespace
+
+    from papercli.recipes.deit import DeiTRecipe
+    from papercli.seeding import step_generator
+
+    recipe = DeiTRecipe.__new__(DeiTRecipe)
+    recipe.ctx = SimpleNamespace(
+        device=torch.device("cpu"),
+        generator=lambda step, stream=0: step_generator(0, step, stream),
+        shard=lambda micro=0: micro,
+        batch_indices=lambda n, step, micro=0: torch.arange(8),
+    )
+    recipe.train_x = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
+    recipe.train_y = torch.arange(8)
+    recipe.mean, recipe.std = (0.5,), (0.5,)
+    mini = vars(DeiTRecipe.scales["mini"])
+    for teacher_mix in (False, True):
+        recipe.cfg = DeiTRecipe.config_class(
+            **{
+                **mini,
+                "steps": 4,
+                "mixup_alpha": 0.8,
+                "cutmix_alpha": 1.0,
+                "teacher_mix": teacher_mix,
+            }
+        )
+        assert recipe.mixing and recipe.teacher_steps == 2
+        _, y_teacher = recipe.train_batch(1)
+        assert (y_teacher.dim() == 2) == teacher_mix  # probabilities only when mixed
+        x, y = recipe.train_batch(2)
+        assert y.shape == (8, 10) and torch.allclose(y.sum(1), torch.ones(8))
+        assert torch.equal(recipe.train_batch(2)[0], x)
+    recipe.cfg = DeiTRecipe.scales["mini"]
+    assert not recipe.mixing and recipe.train_batch(3)[1].dim() == 1  # the mini's plain batches
+
+
 # --------------------------------------------------------------------------- DeiT and Mixer runs
 @pytest.mark.parametrize("paper", ["deit", "mlp-mixer"])
 def test_a_few_real_training_steps(paper, runner, tmp_path):

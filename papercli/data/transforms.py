@@ -145,3 +145,59 @@ def solarize(
     solarize at 128 / 255; BYOL / DINO). x in [0, 1]."""
     chosen = _chosen(p, x.shape[0], generator).to(x.device)
     return torch.where(chosen & (x >= threshold), 1 - x, x)
+
+
+def mixup_cutmix(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    generator: torch.Generator,
+    mixup_alpha: float = 0.8,
+    cutmix_alpha: float = 1.0,
+    switch_prob: float = 0.5,
+    prob: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al., 2018) and CutMix (Yun et al., 2019) as DeiT trains with them (Table 9:
+    α = 0.8 and 1.0, one of the two per image; timm's `Mixup` in its per-element mode). Each image
+    is mixed, with probability `prob`, with its partner in the reversed batch: CutMix (with
+    probability `switch_prob` when both alphas are > 0) pastes a box of the partner covering about
+    1 − λ of the area, Mixup blends λ·x + (1 − λ)·partner, λ ~ Beta(α, α); an alpha of 0 turns its
+    method off. A CutMix box is clipped at the borders and λ becomes the area actually kept.
+    x: (B, C, H, W), y: (B,) class indices. Returns the mixed images and their (B, num_classes)
+    targets λ·onehot(y) + (1 − λ)·onehot(y_partner), for a cross-entropy on probabilities."""
+    import numpy as np
+
+    b, _, h, w = x.shape
+    # Beta draws need numpy; its generator is seeded from `generator`, so a step replays exactly
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    if cutmix_alpha > 0 and mixup_alpha > 0:
+        cut = rng.random(b) < switch_prob
+    else:
+        cut = np.full(b, cutmix_alpha > 0)
+    lam = np.where(
+        cut,
+        rng.beta(cutmix_alpha, cutmix_alpha, b) if cutmix_alpha > 0 else 1.0,
+        rng.beta(mixup_alpha, mixup_alpha, b) if mixup_alpha > 0 else 1.0,
+    )
+    lam = np.where(rng.random(b) < prob, lam, 1.0)
+    # CutMix boxes: sides √(1 − λ) of the image's, centred anywhere, clipped to the image
+    side = np.sqrt(1.0 - lam)
+    cy, cx = rng.integers(0, h, b), rng.integers(0, w, b)
+    half_h, half_w = (side * h).astype(int) // 2, (side * w).astype(int) // 2
+    y0, y1 = np.clip(cy - half_h, 0, h), np.clip(cy + half_h, 0, h)
+    x0, x1 = np.clip(cx - half_w, 0, w), np.clip(cx + half_w, 0, w)
+    lam = np.where(cut, 1.0 - (y1 - y0) * (x1 - x0) / (h * w), lam)
+
+    def column(a) -> torch.Tensor:
+        return torch.as_tensor(a, device=x.device).view(b, 1, 1, 1)
+
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    box = (rows >= column(y0)) & (rows < column(y1)) & (cols >= column(x0)) & (cols < column(x1))
+    partner = x.flip(0)
+    weight = column(lam).to(x.dtype)
+    blended = weight * x + (1 - weight) * partner
+    mixed = torch.where(column(cut), torch.where(box, partner, x), blended)
+    onehot = F.one_hot(y, num_classes).to(torch.float32)
+    lam_y = torch.as_tensor(lam, dtype=torch.float32, device=y.device).view(b, 1)
+    return mixed, lam_y * onehot + (1 - lam_y) * onehot.flip(0)

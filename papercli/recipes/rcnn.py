@@ -173,10 +173,13 @@ Ground truth among the RoIs, and the head swapped (issue 18s; seed 0, 900 steps,
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from papercli.errors import UsageError
@@ -224,6 +227,19 @@ class RCNNConfig(DetectionConfig):
     # only the RPN's own layers, the shared ones trained by the detector alone (the state
     # 4-step alternating training ends in: steps 3-4 fix the shared layers, Sec. 3.2)
     rpn_trains_backbone: bool = True
+    # every arm starts from ONE set of backbone and fc6/fc7 weights, as the papers' detectors all
+    # start from the same ImageNet-pretrained VGG-16 (R-CNN Sec. 2.3, Fast R-CNN Sec. 2.2, Faster
+    # R-CNN Sec. 3.2): else each arm draws its own init, and the build order moves an arm's mAP
+    shared_init: bool = False
+    # that start is first pre-trained this many steps on item classification (0 = from scratch):
+    # the training split's single photos, 10-way softmax on fc7 — ImageNet pre-training's stand-in
+    pretrain_steps: int = bounded(0, ge=0)
+    pretrain_batch: int = bounded(128, ge=1)
+    # how the faster arm trains its RPN and detector (Sec. 3.2): "joint" (approximate joint
+    # training, one loss sum per step) or "alternating" (4-step alternating training): the step
+    # fractions at which steps 2, 3 and 4 begin (see `alternating_phase`)
+    rpn_training: Literal["joint", "alternating"] = "joint"
+    alternating: tuple[float, float, float] = (0.2, 0.7, 0.8)
 
 
 PAPER = RCNNConfig(
@@ -286,7 +302,23 @@ class RCNNRecipe(DetectionRecipe):
                 f"--set arms: unknown {', '.join(unknown) or '(none given)'} "
                 f"(choose from {', '.join(self.arm_kinds)})"
             )
-        return Arms({name: build(self.arm_config(name)) for name in self.cfg.arms})
+        start = self.initial_weights() if self.cfg.shared_init else None
+        arms = {name: build(self.arm_config(name)) for name in self.cfg.arms}
+        for arm in arms.values() if start is not None else ():
+            arm.backbone.load_state_dict(start.backbone.state_dict())
+            arm.head.load_state_dict(start.head.state_dict())
+        # 4-step training's step 2 starts a new detector from the pre-trained weights again
+        self.start_backbones = {n: copy.deepcopy(a.backbone.state_dict()) for n, a in arms.items()}
+        self.proposers: dict[str, nn.Module] = {}  # step 2: step 1's frozen network, per arm
+        return Arms(arms)
+
+    def initial_weights(self) -> nn.Module:
+        """The backbone and box head every arm starts from: one detector built before the arms
+        (so no arm's init depends on the others'), pre-trained as a classifier when asked."""
+        start = build(replace(self.arm_config(self.cfg.arms[0]), kind="fast"))
+        if self.cfg.pretrain_steps and not next(start.parameters()).is_meta:
+            self.pretrain_accuracy = pretrain(start, self.cfg, self.num_classes, self.ctx)
+        return start
 
     def configure_optimizers(self, model: nn.Module):
         c = self.cfg
@@ -300,6 +332,7 @@ class RCNNRecipe(DetectionRecipe):
                 )
             drops = [c.lr_drop_step] if c.lr_drop_step else []
             out[name] = (opt, torch.optim.lr_scheduler.MultiStepLR(opt, drops, gamma=0.1))
+        self.optimizers = {name: opt for name, (opt, _) in out.items()}
         return out
 
     # --- proposals ------------------------------------------------------------------------------
@@ -316,35 +349,93 @@ class RCNNRecipe(DetectionRecipe):
         needs_fixed = any(self.arm_kinds[a] != "faster" for a in self.cfg.arms)
         return x, targets, self.fixed(x) if needs_fixed else None, (step, self.ctx.shard(micro))
 
+    def alternating_phase(self, step: int) -> int:
+        """Which step of Sec. 3.2's 4-step alternating training `step` is in (0 = joint):
+        1 trains the RPN (and the shared convs) alone; 2 trains a detector started anew from
+        the pre-trained weights on the proposals of step 1's frozen network; 3 fixes the shared
+        convs (now the detector's) and fine-tunes the RPN's own layers; 4 keeps them fixed and
+        fine-tunes the detector's head on the proposals of that RPN."""
+        if self.cfg.rpn_training == "joint":
+            return 0
+        return 1 + sum(step >= f * self.cfg.steps for f in self.cfg.alternating)
+
     def loss(self, model: nn.Module, batch) -> dict[str, torch.Tensor]:
         images, targets, fixed, (step, shard) = batch
+        phase = self.alternating_phase(step)
         losses: dict[str, torch.Tensor] = {}
         for name, arm in model.items():
             g = self.ctx.generator(step, stream=1000 + shard)
-            for key, value in self.arm_loss(arm, images, targets, fixed, g).items():
+            # only a Faster R-CNN arm trains in 4 steps: the others have no RPN to alternate with
+            arm_phase = phase if getattr(arm, "rpn", None) is not None else 0
+            proposer = self.proposer(name, arm) if arm_phase == 2 else None
+            arm_losses = self.arm_loss(arm, images, targets, fixed, g, arm_phase, proposer)
+            for key, value in arm_losses.items():
                 losses[f"{name}_{key}"] = value
         return losses
 
-    def arm_loss(self, arm, images, targets, fixed, g) -> dict[str, torch.Tensor]:
+    def proposer(self, name: str, arm: nn.Module) -> nn.Module:
+        """Step 2's proposal network: at its first step, a frozen copy of step 1's shared convs
+        (the RPN reads them), and the arm's own convs restart from the pre-trained weights with
+        fresh optimizer moments — Sec. 3.2's "separate detection network" initialised anew."""
+        if name not in self.proposers:
+            self.proposers[name] = copy.deepcopy(arm.backbone).requires_grad_(False)
+            arm.backbone.load_state_dict(self.start_backbones[name])
+            opt = getattr(self, "optimizers", {}).get(name)
+            for p in arm.backbone.parameters() if opt is not None else ():
+                opt.state.pop(p, None)
+        return self.proposers[name]
+
+    def state_dict(self) -> dict:
+        return {"proposers": {n: p.state_dict() for n, p in self.proposers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A run resumed within step 2 gets back step 1's frozen convs."""
+        for name, weights in (state.get("proposers") or {}).items():
+            backbone = build(self.arm_config(name)).backbone
+            backbone.load_state_dict(weights)
+            self.proposers[name] = backbone.to(self.ctx.device).requires_grad_(False)
+
+    def arm_loss(
+        self, arm, images, targets, fixed, g, phase: int = 0, proposer: nn.Module | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The arm's losses; `phase` 1-4 is the step of 4-step alternating training (0: joint),
+        and the losses a step does not train are reported as 0."""
         c = self.cfg
-        shared = arm.shared(images)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and phase < 3):
+            shared = arm.shared(images)  # steps 3-4 fix the shared convs
         out: dict[str, torch.Tensor] = {}
         if getattr(arm, "rpn", None) is not None:
-            rpn_in = shared if c.rpn_trains_backbone else [m.detach() for m in shared]
-            scores, deltas, anchors = arm.rpn_forward(rpn_in)
-            locations = sum(
-                m.shape[-2] * m.shape[-1] for m in shared[: len(c.detector.anchor_sizes)]
-            )
-            gt = [t["boxes"] for t in targets]
-            out |= rpn_loss(scores, deltas, anchors, gt, locations, c.rpn, g)
+            if phase in (2, 4):  # the detector learns from a fixed RPN: step 1's network in
+                # step 2, the RPN on the (fixed) shared convs in step 4
+                with torch.no_grad():
+                    scores, deltas, anchors = arm.rpn_forward(
+                        proposer(images) if phase == 2 else shared
+                    )
+                zero = images.new_zeros(())
+                out |= {"rpn_cls": zero, "rpn_reg": zero}
+            else:
+                rpn_in = shared if c.rpn_trains_backbone else [m.detach() for m in shared]
+                scores, deltas, anchors = arm.rpn_forward(rpn_in)
+                locations = sum(
+                    m.shape[-2] * m.shape[-1] for m in shared[: len(c.detector.anchor_sizes)]
+                )
+                gt = [t["boxes"] for t in targets]
+                out |= rpn_loss(scores, deltas, anchors, gt, locations, c.rpn, g)
+            if phase in (1, 3):  # steps 1 and 3 train the RPN alone
+                zero = images.new_zeros(())
+                return out | {"cls": zero, "loc": zero}
             proposals = arm.propose(
                 scores, deltas, anchors, images.shape[-2:], c.train_pre_nms, c.train_proposals
             )
         else:
             proposals = fixed
-        rois = sample_rois(proposals, targets, c.roi, g)
+        return out | self.head_loss(arm, shared, proposals, targets, g)
+
+    def head_loss(self, arm, shared, proposals, targets, g) -> dict[str, torch.Tensor]:
+        """Fast R-CNN's multi-task loss (Eq. 1) on RoIs sampled from `proposals` (+ mask loss)."""
+        rois = sample_rois(proposals, targets, self.cfg.roi, g)
         logits, deltas = arm.box_forward(shared, rois.rois)
-        out |= box_loss(logits, deltas, rois, c.roi.weight)
+        out = box_loss(logits, deltas, rois, self.cfg.roi.weight)
         if getattr(arm, "mask_head", None) is not None:
             out["mask"] = mask_loss(arm.mask_forward(shared, rois.rois), rois, targets)
         return out
@@ -390,12 +481,51 @@ class RCNNRecipe(DetectionRecipe):
 
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
         m = dict(last_eval)
+        if hasattr(self, "pretrain_accuracy"):
+            m["pretrain_accuracy"] = self.pretrain_accuracy
         if "rcnn" in model and "fast" in model:
             m["fast_speedup_vs_rcnn"] = m["rcnn_ms_per_image"] / m["fast_ms_per_image"]
             m["fast_minus_rcnn_map"] = m["fast_map"] - m["rcnn_map"]
         if "fast" in model and "faster" in model:
             m["faster_minus_fast_map"] = m["faster_map"] - m["fast_map"]
         return m
+
+
+def pretrain(detector: nn.Module, c: RCNNConfig, num_classes: int, ctx) -> float:
+    """Supervised pre-training of `detector`'s backbone and fc6/fc7 (R-CNN Sec. 2.3: the CNN is
+    first trained on ImageNet classification, then fine-tuned for detection with a new (K + 1)-way
+    output layer): single item photos of the TRAINING split (the scenes' own source; no test
+    photo), resized to a random side in the scenes' object range per batch, through the backbone,
+    a max pool to the head's grid (as R-CNN's warped regions) and fc6/fc7, into a K-way softmax
+    that is then dropped (fc8's role). Returns the accuracy on the last 10 batches."""
+    from papercli.data.scenes import item_source
+
+    data, _ = item_source(c.items, ctx.data_path)
+    photos = torch.tensor(data["train_x"], dtype=torch.float32).div(255)[:, None]
+    labels = torch.from_numpy(data["train_y"].astype(np.int64))
+    g = torch.Generator().manual_seed(1_000_003 * ctx.seed + 11)
+    detector.to(ctx.device)
+    fc8 = nn.Linear(c.detector.hidden, num_classes).to(ctx.device)
+    head = detector.head
+    params = [*detector.backbone.parameters(), *head.fc6.parameters(), *head.fc7.parameters()]
+    opt = torch.optim.AdamW([*params, *fc8.parameters()], lr=c.lr, weight_decay=c.weight_decay)
+    correct = seen = 0
+    for step in range(c.pretrain_steps):
+        pick = torch.randint(len(photos), (c.pretrain_batch,), generator=g)
+        side = int(torch.randint(c.min_size, c.max_size + 1, (1,), generator=g))
+        x = F.interpolate(photos[pick], size=(side, side), mode="bilinear", antialias=True)
+        grid = F.adaptive_max_pool2d(detector.backbone(x.to(ctx.device))[0], c.detector.pool_size)
+        h = head.dropout(F.relu(head.fc6(grid.flatten(1))))
+        logits = fc8(head.dropout(F.relu(head.fc7(h))))
+        y = labels[pick].to(ctx.device)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step >= c.pretrain_steps - 10:
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+    return correct / max(seen, 1)
 
 
 if __name__ == "__main__":

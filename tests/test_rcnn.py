@@ -258,3 +258,21 @@ def test_four_step_alternating_training_trains_one_part_per_step():
     assert trained[2] == {"backbone": True, "rpn": False, "head": True}
     assert trained[5] == {"backbone": False, "rpn": True, "head": False}
     assert trained[8] == {"backbone": False, "rpn": False, "head": True}
+
+
+def test_anchor_sides_and_a_dilated_rpn_window_are_options():
+    from dataclasses import replace
+
+    from papercli.models.rcnn import build
+    from papercli.recipes.rcnn import RCNNRecipe
+    from papercli.reproduce.recipe import Context
+
+    detector = replace(MINI.detector, rpn_dilation=4)
+    cfg = replace(MINI, items="digits", anchor_sides=(10, 14, 20, 28), detector=detector)
+    recipe = RCNNRecipe(cfg, Context(device=torch.device("cpu"), seed=0))
+    arm = build(recipe.arm_config("faster"))
+    assert arm.cfg.anchor_sizes == ((10, 14, 20, 28),)
+    assert arm.rpn.cls.out_channels == 2 * 4 * 3  # two scores x 4 sides x 3 ratios
+    assert arm.rpn.conv.dilation == (4, 4)
+    scores, deltas, anchors = arm.rpn_forward(arm.shared(torch.rand(1, 1, 64, 64)))
+    assert scores.shape == (1, 32 * 32 * 12) == deltas.shape[:2] and len(anchors) == 32 * 32 * 12

@@ -159,9 +159,10 @@ Ground truth among the RoIs, and the head swapped (issue 18s; seed 0, 900 steps,
     0.168, 132 s — no gain for +14 s. The RPN's NMS here (papercli.methods.boxes.nms, an N x N
     IoU matrix and a Python loop) costs 2.1 ms per image at 300 boxes before NMS, 5.8 at 600,
     13.6 at 1,000 and 91 at 2,000 (765 kept): the paper's breadth would add ~330 s to the mini.
-  - a wider RPN window (an experiment, NOT in the code: the RPN's 3x3 conv dilated by 4, so it
-    sees 32 px, the largest object, instead of 20 px; the paper's window sees 171-228 px, more
-    than its objects, Sec. 3.1; same weights and init draws, no added CPU). arms=faster alone,
+  - a wider RPN window (then an experiment, now `detector.rpn_dilation`: the 3x3 conv dilated
+    by 4, so it sees 32 px, the largest object, instead of 20 px; the paper's window sees
+    171-228 px, more than its objects, Sec. 3.1; same weights and init draws, no added CPU).
+    arms=faster alone,
     seed 0: dilation 1 / 2 / 4 give 0.1655 / 0.167 / 0.196 mAP (AP75 0.123 / 0.115 / 0.176;
     118 / 124 / 124 s of CPU). The 3-arm mini with dilation 4: seed 0 rcnn 0.161, fast 0.158,
     faster 0.1545 (AP50 0.349 vs fast 0.310), faster − fast −0.4 points; seed 1 rcnn 0.173,
@@ -181,7 +182,8 @@ R-CNN Sec. 2.3; 300 steps of 128 photos: 81 / 77 % train accuracy on seeds 0 / 1
 `rpn_training=alternating` (Sec. 3.2's 4 steps at the step fractions `alternating`: 1 the RPN and
 shared convs; 2 a detector restarted from the initial weights on the proposals of step 1's
 frozen network; 3 the RPN's own layers on the fixed shared convs; 4 the head alone),
-`detector.rpn_dilation` (the RPN window dilated) and `anchor_sides`. Every run below: shared_init,
+`detector.rpn_dilation` (the RPN window dilated), `anchor_sides` and `rpn.beta` (the RPN's
+smooth-L1 switch point). Every run below: shared_init,
 pretrain_steps=300, detector.rpn_dilation=4.
   - 900 steps (the mini's schedule): seed 0 rcnn 0.255 (AP50 0.456), fast 0.264 (AP50 0.493,
     AP75 0.269), faster 0.252 (AP50 0.494, AP75 0.218): faster − fast −1.2 points; seed 1 rcnn

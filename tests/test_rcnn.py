@@ -175,3 +175,104 @@ def test_the_rpn_loss_reaches_the_shared_layers_only_in_joint_training(trains_ba
     backbone = sum(p.grad.abs().sum() for p in arm.backbone.parameters() if p.grad is not None)
     assert (backbone > 0) == trains_backbone
     assert arm.rpn.cls.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_shared_init_starts_every_arm_from_one_network(shared):
+    """The papers' detectors all start from one ImageNet-pretrained VGG-16: with `shared_init`
+    every arm's backbone and fc head start equal (the RPN is the faster arm's own); without it,
+    each arm draws its own init from the stream the arms before it advanced."""
+    from dataclasses import replace
+
+    from papercli.recipes.rcnn import RCNNRecipe
+    from papercli.reproduce.recipe import Context
+
+    cfg = replace(MINI, items="digits", shared_init=shared, pretrain_steps=0)
+    recipe = RCNNRecipe(cfg, Context(device=torch.device("cpu"), seed=0))
+    torch.manual_seed(0)
+    arms = recipe.build_model()
+    for part in ("backbone", "head"):
+        first = getattr(arms["rcnn"], part).state_dict()
+        for name in ("fast", "faster"):
+            other = getattr(arms[name], part).state_dict()
+            same = all(torch.equal(first[k], other[k]) for k in first)
+            assert same == shared
+
+
+def test_pretraining_learns_to_classify_the_training_items():
+    """The ImageNet pre-training stand-in: backbone + fc6/fc7 + a K-way softmax on single item
+    photos of the training split beats chance (10 classes) within a few dozen steps."""
+    from dataclasses import replace
+
+    from papercli.models.rcnn import build
+    from papercli.recipes.rcnn import RCNNRecipe, pretrain
+    from papercli.reproduce.recipe import Context
+
+    cfg = replace(MINI, items="digits", shared_init=True, pretrain_steps=60, pretrain_batch=32)
+    ctx = Context(device=torch.device("cpu"), seed=0)
+    recipe = RCNNRecipe(cfg, ctx)
+    torch.manual_seed(0)
+    detector = build(recipe.arm_config("fast"))
+    assert pretrain(detector, cfg, 10, ctx) > 0.4
+
+
+def test_four_step_alternating_training_trains_one_part_per_step():
+    """Sec. 3.2's 4-step alternating training: 1 the RPN with the shared convs; 2 a detector
+    restarted from the initial weights on step 1's proposals (RPN untouched); 3 the RPN's own
+    layers on fixed shared convs; 4 the detector's head alone. The fast arm is never affected."""
+    from dataclasses import replace
+
+    from papercli.recipes.rcnn import RCNNRecipe
+    from papercli.reproduce.recipe import Context
+
+    cfg = replace(MINI, items="digits", arms=("fast", "faster"), steps=10)
+    cfg = replace(cfg, rpn_training="alternating", alternating=(0.2, 0.5, 0.8))
+    recipe = RCNNRecipe(cfg, Context(device=torch.device("cpu"), seed=0))
+    torch.manual_seed(0)
+    arms = recipe.build_model()
+    assert [recipe.alternating_phase(s) for s in range(10)] == [1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
+    images = torch.rand(2, 1, 64, 64)
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6, 24, 30]]), "labels": torch.tensor([3])},
+        {"boxes": torch.tensor([[30.0, 20, 50, 44]]), "labels": torch.tensor([1])},
+    ]
+    fixed = recipe.fixed(images)
+    faster = arms["faster"]
+    trained = {}
+    for step in (0, 2, 5, 8):
+        with torch.no_grad():
+            faster.backbone.body[0].weight.add_(0.1)  # as if step 1 had trained them
+        arms.zero_grad(set_to_none=True)
+        losses = recipe.loss(arms, (images, targets, fixed, (step, 0)))
+        sum(losses.values()).backward()
+        trained[step] = {
+            part: any(p.grad is not None for p in getattr(faster, part).parameters())
+            for part in ("backbone", "rpn", "head")
+        }
+        assert any(p.grad is not None for p in arms["fast"].backbone.parameters())
+        if step == 2:  # step 2 restarted the shared convs from the initial weights
+            start = recipe.start_backbones["faster"]["body.0.weight"]
+            assert torch.equal(faster.backbone.body[0].weight, start)
+            assert not torch.equal(recipe.proposers["faster"].body[0].weight, start)
+    assert trained[0] == {"backbone": True, "rpn": True, "head": False}
+    assert trained[2] == {"backbone": True, "rpn": False, "head": True}
+    assert trained[5] == {"backbone": False, "rpn": True, "head": False}
+    assert trained[8] == {"backbone": False, "rpn": False, "head": True}
+
+
+def test_anchor_sides_and_a_dilated_rpn_window_are_options():
+    from dataclasses import replace
+
+    from papercli.models.rcnn import build
+    from papercli.recipes.rcnn import RCNNRecipe
+    from papercli.reproduce.recipe import Context
+
+    detector = replace(MINI.detector, rpn_dilation=4)
+    cfg = replace(MINI, items="digits", anchor_sides=(10, 14, 20, 28), detector=detector)
+    recipe = RCNNRecipe(cfg, Context(device=torch.device("cpu"), seed=0))
+    arm = build(recipe.arm_config("faster"))
+    assert arm.cfg.anchor_sizes == ((10, 14, 20, 28),)
+    assert arm.rpn.cls.out_channels == 2 * 4 * 3  # two scores x 4 sides x 3 ratios
+    assert arm.rpn.conv.dilation == (4, 4)
+    scores, deltas, anchors = arm.rpn_forward(arm.shared(torch.rand(1, 1, 64, 64)))
+    assert scores.shape == (1, 32 * 32 * 12) == deltas.shape[:2] and len(anchors) == 32 * 32 * 12

@@ -65,9 +65,10 @@ def sample(
     return positives, negatives
 
 
-def smooth_l1(x: torch.Tensor) -> torch.Tensor:
-    """Fast R-CNN Eq. 3: 0.5 x² if |x| < 1, else |x| − 0.5 (less sensitive to outliers than L2)."""
-    return F.smooth_l1_loss(x, torch.zeros_like(x), reduction="none", beta=1.0)
+def smooth_l1(x: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Fast R-CNN Eq. 3: 0.5 x² if |x| < 1, else |x| − 0.5 (less sensitive to outliers than L2);
+    `beta` moves the switch point (0.5 x² / β below β, |x| − β / 2 above)."""
+    return F.smooth_l1_loss(x, torch.zeros_like(x), reduction="none", beta=beta)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class RPNTraining:
     batch: int = 256  # anchors sampled per image (N_cls)
     positive_fraction: float = 0.5
     weight: float = 10.0  # λ of Eq. 1
+    # smooth-L1's switch point for the anchor deltas: 1 as Fast R-CNN's Eq. 3; the released
+    # py-faster-rcnn and Detectron train the RPN with σ = 3, i.e. β = 1/σ² = 1/9, so the small
+    # deltas of anchors already at IoU >= 0.7 still get an L1-sized gradient
+    beta: float = 1.0
 
 
 def rpn_loss(
@@ -108,7 +113,7 @@ def rpn_loss(
         )
         if len(pos):
             t = encode(anchors[pos], gt[matched[pos]], RPN_WEIGHTS)
-            reg = smooth_l1(d[pos].float() - t).sum()
+            reg = smooth_l1(d[pos].float() - t, settings.beta).sum()
         else:
             reg = d.sum() * 0.0
         reg_terms.append(settings.weight * reg / locations)

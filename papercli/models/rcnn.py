@@ -60,6 +60,9 @@ class DetectorConfig:
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
     rpn_channels: int = 512  # the 3x3 "intermediate layer" (512-d for VGG-16, Sec. 3.1)
     rpn_softmax: bool = True  # 2k scores (two-class softmax, Sec. 3.1) or k logistic ones (FPN)
+    # the 3x3 window's dilation: 1 = the paper's; d > 1 spreads its taps d cells apart, so a
+    # small network's RPN sees as much of an object as VGG-16's (228 px) sees of a VOC object
+    rpn_dilation: int = 1
     mask: bool = False  # Mask R-CNN's mask branch
     mask_convs: int = 4  # FPN mask head: four 3x3 convs, a 2x deconv, a 1x1 per class (Fig. 4)
     mask_channels: int = 256
@@ -167,9 +170,9 @@ class RPN(nn.Module):
     """Faster R-CNN Sec. 3.1, Fig. 3: a 3x3 conv ("the n x n sliding window") and ReLU, then
     sibling 1x1 convs: objectness (2k or k scores) and 4k box deltas. Shared by all FPN levels."""
 
-    def __init__(self, in_channels: int, mid: int, anchors: int, softmax: bool):
+    def __init__(self, in_channels: int, mid: int, anchors: int, softmax: bool, dilation: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, mid, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, mid, 3, padding=dilation, dilation=dilation)
         self.scores_per_anchor = 2 if softmax else 1
         self.cls = nn.Conv2d(mid, anchors * self.scores_per_anchor, 1)
         self.reg = nn.Conv2d(mid, anchors * 4, 1)
@@ -271,7 +274,7 @@ class TwoStageDetector(nn.Module):
         self.rpn = None
         if cfg.kind == "faster":
             k = len(cfg.anchor_sizes[0]) * len(cfg.anchor_ratios)
-            self.rpn = RPN(channels, cfg.rpn_channels, k, cfg.rpn_softmax)
+            self.rpn = RPN(channels, cfg.rpn_channels, k, cfg.rpn_softmax, cfg.rpn_dilation)
         self.mask_head = (
             MaskHead(channels, cfg.mask_convs, cfg.mask_channels, cfg.num_classes)
             if cfg.mask

@@ -172,7 +172,7 @@ def test_summarize_mini_changes_only_its_own_settings():
 def test_rlaif_mini_relabels_the_rules_pairs_with_soft_labels():
     """rlaif's mini (issue 17): the labeler reads final states and embeddings, its reward model
     learns soft labels on the pairs the rule orders; 128 comparison prompts (256 and 512 did not
-    reproduce either; measurements in the recipe's docstring)."""
+    help; measurements in the recipe's docstring); the final scores on 1,024 held-out prompts."""
     from papercli.recipes.rlaif import MINI
 
     assert (MINI.ai_pairs, MINI.soft_labels, MINI.ai_labeler_reads) == ("rule", True, "embeddings")

@@ -109,8 +109,8 @@ other PPO samples: 0.21 below the first on seed 1 (1.29 on all prompts; −0.36 
 and 0.02 below on seed 4 — PPO's sampling alone moves a policy by as much as the 0.2 margin, and
 on seed 1 RLAIF beats that second RLHF policy by 0.07. So the mini now measures its final scores
 on 1,024 held-out prompts (`final_eval_prompts`; the gap's standard error ≈ 0.045), the same for
-SFT and both policies; training is unchanged. Full runs (user s one-thread; wall 820 s and more
-at load 6–9, so the wall-clock `seconds` check failed for the load alone):
+SFT and both policies; training is unchanged. Full runs (user s one-thread; seeds 0–3 wall
+754–824 s at load 6–9, so the wall-clock `seconds` check failed for the load alone):
   seed 0 −0.10 (SFT 0.63; RLHF +0.95, RLAIF +0.85; agreement 77.8 %; RMs 71.6 / 71.8 %; 221 s),
   seed 1 −0.13 (0.62; +0.87, +0.74; 77.1 %; 67.4 / 65.4 %; 221 s), seed 2 −0.00 (0.56; +0.85,
   +0.85; 78.6 %; 67.9 / 64.0 %; 223 s), seed 3 −0.03 (0.62; +0.96, +0.93; 75.3 %; 75.2 / 72.4 %;
@@ -118,7 +118,8 @@ at load 6–9, so the wall-clock `seconds` check failed for the load alone):
   load: every check passes, `seconds` too). Every claim check passes on all five seeds (RLAIF −
   RLHF mean −0.09, from −0.17 to −0.00; RLAIF +0.74..+0.93 over SFT, RLHF +0.85..+1.02):
   reproduced — RLAIF comes within 0.2 of RLHF, though it trails it on every seed (Fig. 1 has it
-  71 % vs 73 % over SFT), and seed 4's −0.17 is within one PPO noise floor of the margin.
+  71 % vs 73 % over SFT); seed 4's −0.17 is within one standard error (0.045) of the margin, and
+  two RLHF runs alone can differ by as much as the margin (0.21 above).
 History: with the mean-state probe on 64 samples (load ~10, wall 1,296 s) agreement was 65.5%,
 RLHF +0.64, RLAIF +0.22 (trailing by 0.42).
 """

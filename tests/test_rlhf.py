@@ -21,7 +21,7 @@ SMALL = TransformerConfig(vocab_size=50, dim=16, layers=1, heads=2, ff_dim=32, m
 TINY = (
     "context=16", "prompt_tokens=4", "response_tokens=8", "sft_prompts=16", "sft_candidates=2",
     "rm_prompts=8", "rm_heldout_prompts=8", "rank_k=4", "rm_batch_prompts=4", "eval_prompts=16",
-    "ai_labeler_examples=16", "eval_every=4",
+    "ai_labeler_examples=16", "eval_every=4", "final_eval_prompts=32",
 )  # fmt: skip
 
 
@@ -172,11 +172,16 @@ def test_summarize_mini_changes_only_its_own_settings():
 def test_rlaif_mini_relabels_the_rules_pairs_with_soft_labels():
     """rlaif's mini (issue 17): the labeler reads final states and embeddings, its reward model
     learns soft labels on the pairs the rule orders; 128 comparison prompts (256 and 512 did not
-    reproduce either; measurements in the recipe's docstring)."""
+    help; measurements in the recipe's docstring); the final scores on 1,024 held-out prompts."""
     from papercli.recipes.rlaif import MINI
 
     assert (MINI.ai_pairs, MINI.soft_labels, MINI.ai_labeler_reads) == ("rule", True, "embeddings")
     assert (MINI.rm_prompts, MINI.ai_labeler_examples) == (128, 256)
+    # the final scores on 1,024 held-out prompts; the other recipes keep the evaluations' 128
+    from papercli.recipes import instructgpt, learning_to_summarize
+
+    assert (MINI.eval_prompts, MINI.final_eval_prompts) == (128, 1024)
+    assert instructgpt.MINI.final_eval_prompts == learning_to_summarize.MINI.final_eval_prompts == 0
 
 
 def test_paper_scale_counts_gpt3_shapes_and_a_run_needs_a_base(tmp_path):

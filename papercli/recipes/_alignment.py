@@ -125,6 +125,9 @@ class AlignmentConfig(TrainConfig):
     clip: float = bounded(0.2, gt=0.0)
     gae_lambda: float = bounded(0.95, ge=0.0, le=1.0)
     eval_prompts: int = bounded(128, ge=1)
+    # the final scores' held-out prompts: the last state re-measured on this many (0: the last
+    # evaluation's `eval_prompts` stand), for a comparison of policies finer than 128 samples allow
+    final_eval_prompts: int = bounded(0, ge=0)
     ai_labeler_examples: int = bounded(64, ge=1)  # rlaif: rule-labelled texts the labeler learns
 
 
@@ -192,7 +195,12 @@ class AlignmentRecipe(Recipe):
         self.tokenizer = self.load_base().tokenizer
         train, held = plays.split()
         self.train_prompts = self._prompts(train)
-        self.eval_prompts = self._prompts(held)[: self.cfg.eval_prompts]
+        self.held_prompts = self._prompts(held)
+        if self.cfg.final_eval_prompts > len(self.held_prompts):
+            raise UsageError(
+                f"final_eval_prompts: the held-out plays give {len(self.held_prompts)} prompts"
+            )
+        self.eval_prompts = self.held_prompts[: self.cfg.eval_prompts]
         self.demos: torch.Tensor | None = None
         self.comparisons: dict[str, torch.Tensor] = {}
         self.curve: list[dict[str, float]] = []
@@ -439,11 +447,14 @@ class AlignmentRecipe(Recipe):
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def measure(self, model, name: str, rm_name: str | None) -> dict[str, float]:
-        """On the held-out prompts: the rule's score, the reward model's, and the KL from SFT
-        (nats per response: Σ_t log π − log π_SFT of the sampled tokens)."""
+    def measure(
+        self, model, name: str, rm_name: str | None, prompts: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """On the held-out prompts (`eval_prompts` unless given): the rule's score, the reward
+        model's, and the KL from SFT (nats per response: Σ_t log π − log π_SFT of the sampled
+        tokens)."""
         c = self.cfg
-        prompts = self.eval_prompts.to(self.ctx.device)
+        prompts = (self.eval_prompts if prompts is None else prompts).to(self.ctx.device)
         tokens, logp = rlhf.sample(
             model[name], prompts, c.response_tokens, torch.Generator().manual_seed(1234)
         )
@@ -460,14 +471,27 @@ class AlignmentRecipe(Recipe):
         """The SFT model, the reward models' held-out accuracy once they exist, and each policy
         (before PPO starts, a policy is still the base). Points after PPO started form the curve
         of KL against scores (learning to summarise, Fig. 5)."""
-        m = self.measure(model, "sft", None)
+        m = self.measure_models(model)
         if "heldout_tokens" in self.comparisons:
             for name in self.reward_models:
                 m[f"{name}_heldout_accuracy"] = self.rm_accuracy(model[name])
-        for name, (rm_name, _) in self.policies.items():
-            m |= self.measure(model, name, rm_name)
         if self.steps_done > self.boundaries()[1]:
             self.curve.append({"step": self.steps_done, **m})
+        return m
+
+    def measure_models(self, model: nn.Module, prompts: torch.Tensor | None = None) -> dict:
+        """`measure` of the SFT model and of each policy on the same prompts."""
+        m = self.measure(model, "sft", None, prompts)
+        for name, (rm_name, _) in self.policies.items():
+            m |= self.measure(model, name, rm_name, prompts)
+        return m
+
+    def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
+        """The last evaluation; with `final_eval_prompts`, the SFT model's and every policy's
+        scores re-measured on that many held-out prompts (one sample each, the same for all)."""
+        m = dict(last_eval)
+        if self.cfg.final_eval_prompts:
+            m |= self.measure_models(model, self.held_prompts[: self.cfg.final_eval_prompts])
         return m
 
     @torch.no_grad()

@@ -363,8 +363,14 @@ class RCNNRecipe(DetectionRecipe):
         for arm in arms.values() if start is not None else ():
             arm.backbone.load_state_dict(start.backbone.state_dict())
             arm.head.load_state_dict(start.head.state_dict())
-        # 4-step training's step 2 starts a new detector from the pre-trained weights again
-        self.start_backbones = {n: copy.deepcopy(a.backbone.state_dict()) for n, a in arms.items()}
+        # 4-step training's step 2 starts a new detector from the pre-trained weights again: keep
+        # them for the arms that alternate (those with an RPN), and only when training alternates
+        alternates = self.cfg.rpn_training == "alternating"
+        self.start_backbones = {
+            n: copy.deepcopy(a.backbone.state_dict())
+            for n, a in arms.items()
+            if alternates and getattr(a, "rpn", None) is not None
+        }
         self.proposers: dict[str, nn.Module] = {}  # step 2: step 1's frozen network, per arm
         return Arms(arms)
 

@@ -60,6 +60,9 @@ random batches), scoring 2 streams of 4 × context with this module's readers.
   context; seed 0, 1,200 steps, 376 s): share per layer 1–3 after 400 / 800 / 1,200 steps 0.76
   0.26 0.25 / 0.64 0.20 0.23 / 0.59 0.18 0.22, no single head above 1.01; window / recompute
   1.000 (held-out loss 3.52).
+- weight decay 1.0 instead of Llama 2's 0.1 (Gu et al. 2024 find that sinks grow with weight
+  decay; seed 0, arms vanilla, 600 steps, 157 s user CPU): share 0.28, window / recompute 1.000,
+  held-out loss 3.82: still no sink.
 - the evaluation is built as the paper's (`examples/eval_long_ppl.py` feeds one tokenised text,
   its first token at position 0): each stream's first token is what a vanilla-trained model's
   sink would sit on, as position 0 of its training windows holds any token; the sink arm's own

@@ -182,14 +182,15 @@ its mean over phase 1; one thread, the 2 cores shared with another helper's runs
 More BERT-style updates for the same tokens lift the pre-trained arm, but not on both seeds at
 once: batch 16 clears both bars on seed 0 (65.2 %, +11.7) and not on seed 1 (60.0 %); batch 8
 clears them by far on seed 1 (76.5 %, +25.9, the best run so far) and not on seed 0 (62.7 %),
-at 355 s, at the budget's edge. The gain, 9-26 points on every BERT-style run at 1e-3, was never
-the problem; the accuracy swings 60-77 % between seeds (one standard error ≈ 2 points), so
-phase 1 teaches word order on some draws and not on others. Span corruption, the baseline's
-objective, gains 3.4 / 7.4 points on 32-token windows (its best so far) but stays under 58 %.
+at 355 s, at the budget's edge. Seed 2: batch 16 58.5 vs 50.4 % (+8.1), 312 s; batch 8 49.2 vs
+50.4 % (−1.1), 329 s — the pre-trained arm left at chance. So batch 8's phase 1 teaches word
+order on some draws and nothing usable on others (49-77 % over seeds 0-2, one standard error
+≈ 2 points); batch 16 is steadier (58-65 %, gain +8 to +12) but under the floor on two of three
+seeds. Span corruption, the baseline's objective, gains 3.4 / 7.4 points on 32-token windows
+(its best so far) but stays under 58 %.
 NOT reproduced; the mini keeps span corruption and AdamW (Table 1's claim is the baseline's;
-switching needs both seeds over both bars within the budget). Next to try: BERT-style at batch 8
-on more seeds (is seed 1's 76.5 % or seed 0's 62.7 % typical?), and whether a phase-1 rate below
-0.01 makes batch 8's many small steps less seed-dependent.
+switching needs both seeds over both bars within the budget). Next to try: whether a phase-1 rate
+below 0.01 makes batch 8's many small steps less seed-dependent (seed 2 collapsed).
 """
 
 from __future__ import annotations

@@ -186,6 +186,10 @@ def test_text_to_text_rows_and_rank_classification():
     assert x.shape == (4, 24) and torch.equal(y[:, :-1], windows)
     assert (x == bert.sentinel_ids[0]).any() and (y[:, -1] == bert.eot).all()
 
+    short = _recipe(task="play", pretrain_context=12)  # phase 1 on shorter windows only
+    _, x, y = short.train_batch(0)
+    assert x.shape == (4, 12 - 2 + 1) and short.train_rows[0].shape[1] == 24
+
     arm = recipe.build_model()["pretrained"].eval()
     labels = recipe.train_labels[:5]
     with torch.no_grad():

@@ -50,6 +50,24 @@ def test_head_is_an_mlp_to_a_normalised_bottleneck_and_a_unit_row_last_layer():
     assert out.abs().max() <= 1.0 + 1e-6  # cosines of unit vectors
 
 
+def test_a_learnt_weight_norm_scale_multiplies_the_unit_rows():
+    """`norm_last_layer=False` (the released code's setting for ViT-S): g is a parameter, 1 at
+    initialisation, so the head starts as the normalised one and g scales each output."""
+    torch.manual_seed(0)
+    fixed = DINOHead(16, 32, hidden=24, bottleneck=8)
+    torch.manual_seed(0)
+    learnt = DINOHead(16, 32, hidden=24, bottleneck=8, norm_last_layer=False)
+    x = torch.randn(5, 16)
+    assert fixed.last_layer_g is None and learnt.last_layer_g.shape == (32, 1)
+    assert torch.allclose(learnt(x), fixed(x), atol=1e-6)
+    assert len(learnt.last_layer_parameters()) == 2 and len(fixed.last_layer_parameters()) == 1
+    with torch.no_grad():
+        learnt.last_layer_g.mul_(3.0)
+    assert torch.allclose(learnt(x), 3.0 * fixed(x), atol=1e-5)
+    learnt(x).sum().backward()
+    assert learnt.last_layer_g.grad is not None and learnt.last_layer_g.grad.abs().sum() > 0
+
+
 def test_loss_pairs_only_different_views_and_uses_the_teacher_on_global_views():
     torch.manual_seed(0)
     loss_fn = DINOLoss(8, student_temp=0.1)

@@ -28,11 +28,20 @@ from torch import nn
 
 class DINOHead(nn.Module):
     """The projection head (Sec. 3.1, Appendix): a 3-layer MLP (hidden 2048, GELU) to a bottleneck
-    of 256, ℓ2 normalisation, then a weight-normalised linear layer to K outputs without bias.
-    The weight norm's scale g is fixed at 1 (as the released code's `norm_last_layer`), so the
-    last layer is a matrix of unit rows: F.linear(z, V / ‖V‖_row)."""
+    of 256, ℓ2 normalisation, then a weight-normalised linear layer to K outputs without bias,
+    F.linear(z, g · V / ‖V‖_row). With `norm_last_layer` (the released code's default) the scale g
+    is fixed at 1, so the last layer is a matrix of unit rows; without it g is learnt (one scale
+    per output, initialised to 1), which the released code's help text says "leads to better
+    performance but can make the training unstable" and uses for ViT-S."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: int = 2048,
+        bottleneck: int = 256,
+        norm_last_layer: bool = True,
+    ):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(in_dim, hidden),
@@ -47,10 +56,19 @@ class DINOHead(nn.Module):
                 nn.init.zeros_(m.bias)
         self.last_layer = nn.Parameter(torch.empty(out_dim, bottleneck))
         nn.init.trunc_normal_(self.last_layer, std=0.02)
+        # g of the weight norm: a (K, 1) matrix as in torch's weight_norm, so it is decayed too
+        self.last_layer_g = None if norm_last_layer else nn.Parameter(torch.ones(out_dim, 1))
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """V and (when learnt) g: the parameters frozen during the first epoch."""
+        return [self.last_layer] + ([] if self.last_layer_g is None else [self.last_layer_g])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.mlp(x), dim=-1)
-        return F.linear(z, F.normalize(self.last_layer, dim=-1))
+        weight = F.normalize(self.last_layer, dim=-1)
+        if self.last_layer_g is not None:
+            weight = self.last_layer_g * weight
+        return F.linear(z, weight)
 
 
 class DINO(nn.Module):

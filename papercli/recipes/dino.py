@@ -15,24 +15,40 @@ Per step: each image gives 2 global crops (scale 0.4–1 of the area, at full si
 crops (scale 0.05–0.4, at half size), with random horizontal flips. The student sees all of them,
 the momentum teacher (EMA of the student, λ cosine 0.996 → 1) only the global ones.
 
-    mini   ViT-mini/7 (D=64, 6 blocks; 0.20M) + head (hidden 256, bottleneck 64, K = 256) on
-           Fashion-MNIST: 2 × 28 px global + 4 × 14 px local crops, AdamW lr 5e-4, batch 128,
-           300 steps (0.6 epochs), τ_t 0.04, teacher momentum 0.99 → 1; k-NN on 5,000 training /
-           1,000 test images
+    mini   ViT-mini/7 (D=64, 6 blocks; 0.20M) + head (hidden 256, bottleneck 128, K = 256) on
+           Fashion-MNIST: 2 × 28 px global + 4 × 14 px local crops with BYOL's photometric
+           augmentations, AdamW lr 1e-3 (60 warm-up steps, then cosine), batch 64, 1800 steps
+           (1.9 epochs), τ_t 0.04, teacher momentum 0.99 → 1, the last layer frozen for 40 steps;
+           k-NN on 5,000 training / 1,000 test images
     paper  ViT-S/16 on an ImageNet folder from --data (Sec. 4.1): 100 epochs of batch 1024, AdamW
            with lr 0.0005 × 1024/256, 10 warm-up epochs then cosine decay, weight decay cosine
            0.04 → 0.4, gradient clipping at 3, τ_s 0.1, τ_t 0.04 → 0.07 over 30 epochs, centre
            momentum 0.9, K = 65536, the last layer frozen for the first epoch, 2 × 224 px global and
            10 × 96 px local crops. `--set model=vit-b/16` for ViT-B/16. BYOL's colour
-           jitter (without the hue shift), blur and solarisation are `--set photometric=true`;
-           both scales leave them off (crops and flips only).
+           jitter (without the hue shift), blur and solarisation are `photometric`: on in the
+           mini, off at paper scale (crops and flips only; `--set photometric=true`).
+           `--set norm_last_layer=false` learns the last layer's weight-norm scale g (the released
+           code's setting for ViT-S; fixed at 1 by default).
 
-Measured at mini scale (seed 0, on a heavily shared machine): the teacher's k-NN accuracy stays at
-the random ViT's (63.1 / 64.3 / 64.1% at steps 100 / 200 / 300 against 64.8%), with a healthy
-collapse monitor (entropy 0.60 log K, batch-mean entropy 0.78 log K, KL 0.13). A fraction of an epoch is far too
-little for DINO (the paper trains 100–800 epochs), so the mini does NOT reproduce claim 1 and its
-verdict says so; an earlier probe (lr 1e-3, K = 1024, τ_t 0.04 → 0.07) drifted towards the uniform
-collapse (entropy 0.82 log K, KL 0.03) with the same k-NN accuracy.
+Measured at mini scale (user CPU of one thread, OMP_NUM_THREADS=1, two runs side by side on the
+2 cores; teacher k-NN at steps 600 / 1200 / 1800 against the random ViT's; entropy, batch-mean
+entropy as fractions of log K, KL):
+    seed 0   73.1 / 76.3 / 76.3% vs 64.8% (gain 11.5), 0.53 / 0.82 / 0.14, CPU 300 s
+    seed 1   73.0 / 76.0 / 76.2% vs 62.0% (gain 14.2), 0.55 / 0.83 / 0.15, CPU 279 s
+    seed 2   74.7 / 74.7 / 75.2% vs 64.6% (gain 10.6), 0.57 / 0.86 / 0.14, CPU 278 s
+Every check passes on the three seeds; the default mini re-run on seed 0 gives the same numbers
+and the verdict "reproduced" (260 s of wall time on one thread). With bottleneck 64 (the mini until this was measured)
+seeds 0 / 1 / 2 gave 75.1 / 76.3 / 76.3% (gains 10.3 / 14.3 / 11.7) and, with two threads on the
+otherwise idle 2 cores (the check's setting), seeds 0 and 1 gave the same numbers to the last
+digit in 199 / 194 s of wall time. The smallest margin, 0.6 points (seed 2), is under the ±1.4
+points of binomial noise on 1,000 test images.
+
+The former mini (300 steps of batch 128, lr 5e-4, crops and flips only) kept the teacher's k-NN
+accuracy at the random ViT's (63.1 / 64.3 / 64.1% at steps 100 / 200 / 300 against 64.8%), with a
+healthy collapse monitor (entropy 0.60 log K, batch-mean entropy 0.78 log K, KL 0.13): a fraction
+of an epoch is far too little for DINO (the paper trains 100–800 epochs); an earlier probe (lr
+1e-3, K = 1024, τ_t 0.04 → 0.07) drifted towards the uniform collapse (entropy 0.82 log K, KL 0.03)
+with the same k-NN accuracy.
 
 Probes for a mini that reproduces (seed 0, 300 steps of batch 64, warm-up 30 steps, teacher
 momentum 0.98 → 1: a short run needs a lower start than the paper's 0.996, whose horizon of ~250
@@ -116,6 +132,38 @@ test image as a query) re-read from the λ 0.97 runs' checkpoints: memory 60,000
 gives teacher 78.4 / 78.7% against random init 71.9 / 69.6% (gains 6.4 / 9.2, seeds 0 / 1; ~30 s
 of CPU each): a random ViT's features gain more from a larger memory than the teacher's, so the
 mini's 5,000 / 1,000 is not what holds seed 0 back (5,000 / 10,000: gain 9.6).
+
+Issue 16, third round (on top of the closest setting above; teacher k-NN at the evaluations,
+user CPU of one thread with two to four runs sharing the 2 cores):
+    weight decay held at 0.04 (the paper's 0.04 → 0.4  71.2 / 73.7 / 74.8% at 300 / 600 / 900
+      is for 100 epochs), seed 0                       (gain 10.0: passes by 0.0; CPU 280 s);
+                                                       0.59 / 0.84 / 0.12
+    batch 64 × 1800 steps (the same images; warm-up   72.5 / 74.6 / 75.1% at 600 / 1200 / 1800
+      60, last layer frozen 40 steps, λ 0.99 → 1:      (gain 10.3, CPU 294 s); 0.58 / 0.85 / 0.13
+      the EMA's horizon in images of λ 0.98 at 128)
+      the same, seed 1                                 73.5 / 75.6 / 76.3% vs 62.0% (gain 14.3,
+                                                       CPU 260 s)
+    batch 64 × 1800 and weight decay held at 0.04     72.5 / 74.4 / 74.8% (gain 10.0, CPU 263 s)
+    batch 64 × 1800, `norm_last_layer=false` (g       72.4 / 74.7 / 75.1% (gain 10.3, CPU 274 s);
+      learnt, the released code's ViT-S setting)       0.58 / 0.85 / 0.13: no change
+    batch 32 × 3600 steps (warm-up 120, frozen 80,    72.9 / 74.0 / 74.7% at 1200 / 2400 / 3600
+      λ 0.995 → 1)                                     (gain 9.9, CPU 311 s): smaller still does not help
+    batch 64 × 1800, seed 2                            73.2 / 76.7 / 76.3% vs 64.6% (gain 11.7, CPU
+                                                       291 s); 0.54 / 0.82 / 0.14
+    batch 64 × 1800, centre momentum 0.8              72.3 / 74.6 / 75.4% (gain 10.6, CPU 276 s)
+    batch 64 × 1800, centre momentum 0.95             71.6 / 73.1 / 72.6% (gain 7.8, CPU 294 s)
+    batch 64 × 1800, last layer never frozen          72.6 / 74.4 / 74.7% (gain 9.9, CPU 275 s)
+    batch 64 × 1800, bottleneck 128 (paper 256)       73.1 / 76.3 / 76.3% (gain 11.5, CPU 300 s);
+                                                       0.53 / 0.82 / 0.14
+      the same, seeds 1 / 2                            73.0 / 76.0 / 76.2% vs 62.0% (gain 14.2, CPU
+                                                       279 s); 74.7 / 74.7 / 75.2% vs 64.6% (gain
+                                                       10.6, CPU 278 s): the mini
+Halving the batch for twice the steps (the same images, the same EMA horizon in images) is the
+lever that lifted seed 0 over the line (74.5 → 75.1%), and a bottleneck of 128 (nearer the
+paper's 256) gives it room (76.3%): reproduced on seeds 0, 1 and 2. Levers of the issue not run
+for lack of time: freezing the last layer for 100 steps, bottleneck 32 or hidden 512, evaluating
+only at the end (the evaluations cost little: 6,000 forward passes of 28 px images against
+115,200 multi-crop training images).
 """
 
 from __future__ import annotations
@@ -161,6 +209,7 @@ class DINOConfig(ClassificationConfig):
     out_dim: int = bounded(65536, ge=2)  # K
     head_hidden: int = bounded(2048, ge=1)
     bottleneck: int = bounded(256, ge=1)
+    norm_last_layer: bool = True  # False: the weight norm's g is learnt (released code, ViT-S)
     local_crops: int = bounded(10, ge=0)
     local_size: int = bounded(96, ge=1)  # px; global crops are image_size
     global_scale_min: float = fraction(0.4)
@@ -209,20 +258,21 @@ PAPER = DINOConfig(
 MINI = DINOConfig(
     dataset="fashion-mnist",
     model="vit-mini/7",
-    steps=300,
-    batch_size=128,
-    eval_every=100,
+    steps=1800,  # 1.9 epochs of batch 64: more, smaller steps than 900 of 128 on the same images
+    batch_size=64,
+    eval_every=600,
     log_every=20,
     out_dim=256,
     head_hidden=256,
-    bottleneck=64,
+    bottleneck=128,  # the paper 256; 64 leaves seed 0 0.3 points above the line, 128 1.5
     local_crops=4,
     local_size=14,
-    lr=5e-4,
-    warmup_steps=30,
+    photometric=True,  # BYOL's colour jitter, blur and solarisation (Sec. 4.1, Appendix)
+    lr=1e-3,
+    warmup_steps=60,
     teacher_temp_end=0.04,  # τ_t held at 0.04: the run is shorter than the paper's warm-up
-    teacher_momentum=0.99,
-    freeze_last_layer_steps=20,
+    teacher_momentum=0.99,  # λ 0.99 → 1: the paper's 0.996 averages over most of a short run
+    freeze_last_layer_steps=40,
     grad_clip=3.0,
     augment=False,
     eval_train_samples=5000,
@@ -287,6 +337,7 @@ class DINORecipe(ClassificationRecipe):
             self.cfg.out_dim,
             self.cfg.head_hidden,
             self.cfg.bottleneck,
+            self.cfg.norm_last_layer,
         )
         return DINO(backbone, head)
 
@@ -347,7 +398,8 @@ class DINORecipe(ClassificationRecipe):
         optimizer.param_groups[0]["weight_decay"] = wd
         losses = trainer.accumulate(step, self.loss)
         if step < cfg.freeze_last_layer_steps:  # the last layer stays fixed in the first epoch
-            trainer.model.head.last_layer.grad = None
+            for p in trainer.model.head.last_layer_parameters():
+                p.grad = None
         trainer.step_optimizers()
         self.teacher.decay = teacher_momentum(step, cfg.steps, cfg.teacher_momentum)
         self.teacher.update(trainer.model)

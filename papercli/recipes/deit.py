@@ -72,7 +72,10 @@ Mixing costs the students 3 points at this length (80 % against 83 % unmixed) an
 within seed noise: in one epoch of Fashion-MNIST the students are limited by optimisation, not by
 data, and a mixed image's target λ·y_a + (1 − λ)·y_b already says more than the teacher's hard
 label of it. Crops cost the ViTs 8 points (no translation equivariance at 7-px patches). Longer
-student training lifts the plain ViT more than the distilled one. The mini keeps its settings.
+student training lifts the plain ViT more than the distilled one. More, smaller steps (what
+lifted the DINO mini; seed 0, 1000 + 1000 steps of batch 64, the same images, 338 s CPU): teacher
+90.4 %, DeiT⚗ 84.0 %, ViT 84.2 % (−0.2): every arm gains, the ordering does not appear. The mini
+keeps its settings.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ entropy as fractions of log K, KL):
     seed 0   73.1 / 76.3 / 76.3% vs 64.8% (gain 11.5), 0.53 / 0.82 / 0.14, CPU 300 s
     seed 1   73.0 / 76.0 / 76.2% vs 62.0% (gain 14.2), 0.55 / 0.83 / 0.15, CPU 279 s
     seed 2   74.7 / 74.7 / 75.2% vs 64.6% (gain 10.6), 0.57 / 0.86 / 0.14, CPU 278 s
-Every check passes on the three seeds. Timed as a user runs it (default threads, the 2 cores
+    seed 3   75.3% vs 63.9% (gain 11.4), CPU 261 s      seed 4   74.9% vs 62.9% (gain 12.0), 262 s
+Every check passes on the five seeds. Timed as a user runs it (default threads, the 2 cores
 otherwise idle): seeds 0 / 1 REPRODUCED with the same numbers in 198 / 205 s of wall time (392 s of
 user CPU for seed 0's two threads). With bottleneck 64 (the mini until this was measured)
 seeds 0 / 1 / 2 gave 75.1 / 76.3 / 76.3% (gains 10.3 / 14.3 / 11.7) and, with two threads on the

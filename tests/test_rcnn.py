@@ -260,15 +260,18 @@ def test_four_step_alternating_training_trains_one_part_per_step():
     assert trained[8] == {"backbone": False, "rpn": False, "head": True}
 
 
-def test_anchor_sides_and_a_dilated_rpn_window_are_options():
+def test_anchor_sizes_and_a_dilated_rpn_window_are_options():
     from dataclasses import replace
 
     from papercli.models.rcnn import build
     from papercli.recipes.rcnn import RCNNRecipe
+    from papercli.reproduce.config import apply_overrides
     from papercli.reproduce.recipe import Context
 
-    detector = replace(MINI.detector, rpn_dilation=4)
-    cfg = replace(MINI, items="digits", anchor_sides=(10, 14, 20, 28), detector=detector)
+    cfg = apply_overrides(
+        replace(MINI, items="digits"),
+        ["detector.anchor_sizes=10,14,20,28", "detector.rpn_dilation=4"],
+    )
     recipe = RCNNRecipe(cfg, Context(device=torch.device("cpu"), seed=0))
     arm = build(recipe.arm_config("faster"))
     assert arm.cfg.anchor_sizes == ((10, 14, 20, 28),)

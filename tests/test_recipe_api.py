@@ -44,6 +44,8 @@ class Nested:
     names: tuple[str, ...] = ("a", "b")
     limit: int | None = None
     share: float | None = 0.5
+    levels: tuple[tuple[int, ...], ...] = ((1, 2),)
+    layers: tuple = (8, "M")  # no item type: not settable
 
 
 def test_nested_and_typed_overrides():
@@ -52,6 +54,7 @@ def test_nested_and_typed_overrides():
     assert cfg.limit == 3 and isinstance(cfg.limit, int)  # not the string '3'
     assert apply_overrides(cfg, ["limit=none", "share=None"]).limit is None
     assert apply_overrides(cfg, ["names=x, y,z"]).names == ("x", "y", "z")
+    assert apply_overrides(cfg, ["levels=10,14; 20"]).levels == ((10, 14), (20,))
     vit = apply_overrides(VIT_MINI, ["baseline.lr=0.05", "baseline.model=resnet32"])
     assert vit.baseline.lr == 0.05 and vit.baseline.model == "resnet32" and vit.lr == VIT_MINI.lr
     for bad, needle in (
@@ -63,6 +66,8 @@ def test_nested_and_typed_overrides():
         (["limit=three"], "expected an integer, got 'three'"),
         (["arms=1"], "a group of settings"),
         (["names.x=1"], "'names' has no sub-settings"),
+        (["levels=1;x"], "expected an integer, got 'x'"),
+        (["layers=8,M"], "cannot be set from the command line"),
     ):
         with pytest.raises(UsageError, match=needle.replace("(", r"\(").replace(")", r"\)")):
             apply_overrides(Nested(), bad)

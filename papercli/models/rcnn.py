@@ -56,8 +56,8 @@ class DetectorConfig:
     dropout: float = 0.5  # after fc6 and fc7 (VGG's, kept by Fast R-CNN); 0 for FPN heads
     warp: int = 224  # R-CNN: the side every proposal is warped to before its CNN pass
     # Faster R-CNN's RPN: anchor sides per feature level (one tuple per level) and aspect ratios
-    anchor_sizes: tuple = ((128, 256, 512),)
-    anchor_ratios: tuple = (0.5, 1.0, 2.0)
+    anchor_sizes: tuple[tuple[int, ...], ...] = ((128, 256, 512),)  # --set …="32,64;128"
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     rpn_channels: int = 512  # the 3x3 "intermediate layer" (512-d for VGG-16, Sec. 3.1)
     rpn_softmax: bool = True  # 2k scores (two-class softmax, Sec. 3.1) or k logistic ones (FPN)
     # the 3x3 window's dilation: 1 = the paper's; d > 1 spreads its taps d cells apart, so a

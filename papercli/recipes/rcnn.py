@@ -182,7 +182,7 @@ R-CNN Sec. 2.3; 300 steps of 128 photos: 81 / 77 % train accuracy on seeds 0 / 1
 `rpn_training=alternating` (Sec. 3.2's 4 steps at the step fractions `alternating`: 1 the RPN and
 shared convs; 2 a detector restarted from the initial weights on the proposals of step 1's
 frozen network; 3 the RPN's own layers on the fixed shared convs; 4 the head alone),
-`detector.rpn_dilation` (the RPN window dilated), `anchor_sides` and `rpn.beta` (the RPN's
+`detector.rpn_dilation` (the RPN window dilated), `detector.anchor_sizes` and `rpn.beta` (the RPN's
 smooth-L1 switch point). Every run below: shared_init,
 pretrain_steps=300, detector.rpn_dilation=4.
   - 900 steps (the mini's schedule): seed 0 rcnn 0.255 (AP50 0.456), fast 0.264 (AP50 0.493,
@@ -290,8 +290,6 @@ class RCNNConfig(DetectionConfig):
     # training, one loss sum per step) or "alternating" (4-step alternating training): the step
     # fractions at which steps 2, 3 and 4 begin (see `alternating_phase`)
     rpn_training: Literal["joint", "alternating"] = "joint"
-    # the anchors' sides (one feature level), replacing the detector's when given
-    anchor_sides: tuple[int, ...] = ()
     alternating: tuple[float, float, float] = (0.2, 0.7, 0.8)
 
 
@@ -341,11 +339,8 @@ class RCNNRecipe(DetectionRecipe):
 
     # --- model ----------------------------------------------------------------------------------
     def arm_config(self, name: str) -> DetectorConfig:
-        detector = self.cfg.detector
-        if self.cfg.anchor_sides:
-            detector = replace(detector, anchor_sizes=(self.cfg.anchor_sides,))
         return replace(
-            detector,
+            self.cfg.detector,
             kind=self.arm_kinds[name],
             num_classes=self.num_classes,
             in_channels=self.in_channels,

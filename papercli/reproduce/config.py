@@ -2,8 +2,9 @@
 
 - Nested configs are frozen dataclasses (`--set baseline.lr=0.05`) or dicts of them
   (`--set arms.resnet.lr=0.05`).
-- Types follow the annotations: bool, int, float, str, Literal[...], tuple[T, ...], `T | None`
-  (`none` sets None), nested as above. A value that does not fit is a one-line usage error.
+- Types follow the annotations: bool, int, float, str, Literal[...], tuple[T, ...] ("1,2"; a
+  tuple of tuples "1,2;3"), `T | None` (`none` sets None), nested as above. A value that does not
+  fit is a one-line usage error.
 - Ranges: a field declared with `bounded(default, ge=…, le=…, gt=…, lt=…)` is checked whenever a
   config is built (`validate`), so every recipe gets `steps=0` or `holdout=2` refused the same way.
 """
@@ -70,7 +71,11 @@ def _coerce(name: str, raw: str, annotation: Any) -> Any:
             raise UsageError(f"--set {name}: expected a number, got '{raw}'") from None
     if origin is tuple:
         (inner, *_rest) = typing.get_args(annotation)
-        return tuple(_coerce(name, part.strip(), inner) for part in raw.split(",") if part.strip())
+        # a tuple of tuples separates its items by ";" and theirs by "," ("10,14;20,28")
+        sep = ";" if typing.get_origin(inner) is tuple else ","
+        return tuple(_coerce(name, part.strip(), inner) for part in raw.split(sep) if part.strip())
+    if annotation is tuple:  # no item type to coerce to: refuse rather than keep a string
+        raise UsageError(f"--set {name}: a structure that cannot be set from the command line")
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
         if raw not in choices:

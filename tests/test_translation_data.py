@@ -49,6 +49,30 @@ def test_numbers_are_deterministic_from_the_seed_and_cached(papercli_home):
     assert " and " in longest and longest.count(",") >= 1  # "A, B and C"
 
 
+def test_numbers_in_other_languages_regroup_the_digits(papercli_home):
+    """Japanese groups digits by 10^4 (万) where English groups by 10^3 (thousand): the same
+    numbers, aligned, with the held-out numbers still never trained on."""
+    corpus = translation.numbers(150, 30, high=20_000, seed=3, source="ja", target="en")
+    (ja_train, en_train), (ja_test, en_test) = corpus.train, corpus.test
+    assert (corpus.source, corpus.target) == ("ja", "en")
+    for ja, en in zip(ja_train + ja_test, en_train + en_test, strict=True):
+        assert _number(ja, "ja", 20_000) == _number(en, "en", 20_000)
+    train = {_number(ja, "ja", 20_000) for ja in ja_train}
+    assert not train & {_number(ja, "ja", 20_000) for ja in ja_test}
+    assert any("万" in ja for ja in ja_train)
+    # the default pair is German -> English; French joins a list with "et"
+    french = translation.numbers(20, 5, high=1000, per_sentence=3, source="fr", target="en")
+    assert any(" et " in fr and fr.count(",") for fr in french.train[0])
+
+
+def test_numbers_leave_out_what_num2words_cannot_spell(papercli_home):
+    """num2words fails on Korean multiples of 10,000 (KeyError '만'): they leave the pools."""
+    assert not translation._spells(10_000, "ko") and translation._spells(12_345, "ko")
+    corpus = translation.numbers(9_990, 10, high=10_000, source="ko", target="en")  # every number
+    assert len(corpus.train[0]) == 9_990 and len(corpus.test[0]) == 10
+    assert "ten thousand" not in corpus.train[1] + corpus.test[1]
+
+
 def test_numbers_refuses_more_numbers_than_the_range_holds():
     with pytest.raises(PapercliError, match="distinct numbers"):
         translation.numbers(90, 20, high=100)

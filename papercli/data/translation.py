@@ -7,7 +7,10 @@ scale, WMT14 English-German from `--data` for the paper scale, and a shared sour
   reordering and segmentation: "einundzwanzig" is "twenty-one" (units before tens, one compound
   word), "dreihundertfünfundvierzigtausend" is "three hundred and forty-five thousand". Cardinals
   and ordinals ("einundzwanzigste" / "twenty-first"); the held-out numbers never occur in training,
-  in either form, so a model must generalise the grammar rather than recall pairs.
+  in either form, so a model must generalise the grammar rather than recall pairs. Other pairs by
+  `source` / `target` (num2words codes): Japanese ("ja") and Korean ("ko") group digits by 10^4
+  (十二万三千 = 12·10^4 + 3·10^3, "one hundred and twenty-three thousand"), French ("fr") counts
+  in twenties from 60 to 99 (quatre-vingt-dix-sept = 4·20 + 17).
 - `wmt14(folder)`: the paper's data (Vaswani et al., Sec. 5.1) as plain text, one sentence per
   line, line-aligned: `train.en`, `train.de`, `newstest2014.en`, `newstest2014.de`.
 - `shared_bpe()`: one byte-level BPE for both languages (Sec. 5.1: "a shared source-target
@@ -56,6 +59,15 @@ def _spell(number: int, lang: str, ordinal: bool) -> str:
     return num2words(number, lang=lang, to="ordinal" if ordinal else "cardinal")
 
 
+def _spells(number: int, lang: str) -> bool:
+    """Whether num2words spells `number` in `lang`, as a cardinal and as an ordinal."""
+    try:
+        _spell(number, lang, False), _spell(number, lang, True)
+    except (KeyError, NotImplementedError, IndexError, ValueError):
+        return False
+    return True
+
+
 def numbers(
     train_size: int = 30_000,
     test_size: int = 500,
@@ -80,8 +92,12 @@ def numbers(
         return Parallel(tuple(train), tuple(test), source, target)
     rng = random.Random(seed)
     drawn = rng.sample(range(1, high + 1), train_size + test_size)
+    # num2words cannot spell a few numbers in some languages (Korean: every multiple of 10,000);
+    # they are left out of the pools (no draw of the random stream changes, so pairs whose
+    # languages spell every number, de/en among them, are unaffected)
+    drawn = [n for n in drawn if _spells(n, source) and _spells(n, target)]
     pools = {"test": drawn[:test_size], "train": drawn[test_size:]}
-    joiner = {"de": "und", "en": "and"}
+    joiner = {"de": "und", "en": "and", "fr": "et", "ja": "と", "ko": "그리고"}
 
     def sentences(pool: list[int], count: int) -> tuple[list[str], list[str]]:
         sides: tuple[list[str], list[str]] = ([], [])

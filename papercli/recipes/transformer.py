@@ -99,6 +99,8 @@ class TransformerRecipeConfig(TrainConfig):
     train_pairs: int = bounded(30_000, ge=1)  # size of the generated numbers corpus
     test_pairs: int = bounded(500, ge=1)
     per_sentence: int = bounded(1, ge=1)  # numbers per sentence (mini corpus)
+    source_lang: str = "de"  # the numbers corpus's languages (num2words codes: de, en, ja, ko, fr)
+    target_lang: str = "en"
     dropout: float | None = fraction(None)  # P_drop; none = the model's own (Table 3: 0.1, big 0.3)
     label_smoothing: float = fraction(0.1)  # ε_ls (Sec. 5.4)
     warmup_steps: int = bounded(4000, ge=1)  # Eq. 3
@@ -164,8 +166,9 @@ class TransformerRecipe(Recipe):
     # --- data: a parallel corpus under one shared BPE (Sec. 5.1) --------------------------------
     def data_source(self) -> str:
         if self.cfg.dataset == "numbers":
+            langs = f"{self.cfg.source_lang} → {self.cfg.target_lang}"
             return (
-                f"numbers: German → English spelled-out numbers (num2words), "
+                f"numbers: {langs} spelled-out numbers (num2words), "
                 f"{self.cfg.train_pairs:,} pairs, {self.cfg.test_pairs} held-out numbers"
             )
         return f"wmt14: En→De from {self.ctx.data_path or translation.WMT14_LAYOUT}"
@@ -173,7 +176,11 @@ class TransformerRecipe(Recipe):
     def _corpus(self) -> translation.Parallel:
         if self.cfg.dataset == "numbers":
             return translation.numbers(
-                self.cfg.train_pairs, self.cfg.test_pairs, per_sentence=self.cfg.per_sentence
+                self.cfg.train_pairs,
+                self.cfg.test_pairs,
+                per_sentence=self.cfg.per_sentence,
+                source=self.cfg.source_lang,
+                target=self.cfg.target_lang,
             )
         return translation.wmt14(self.ctx.data_path)
 

@@ -137,6 +137,20 @@ def test_two_step_run_through_the_cli_does_not_reproduce(tmp_path):
     assert rows[-1]["tokens_per_s"] > 0 and "train_transformer" in rows[-1]
 
 
+def test_language_pair_options_reach_the_corpus(papercli_home):
+    """`--set source_lang=ja --set target_lang=en`: the numbers corpus in another pair; the
+    default stays German -> English."""
+    assert (MINI.source_lang, MINI.target_lang) == ("de", "en")
+    cfg = apply_overrides(
+        MINI, ["source_lang=ja", "target_lang=en", "train_pairs=30", "test_pairs=5"]
+    )
+    recipe = _recipe(cfg)
+    corpus = recipe._corpus()
+    assert (corpus.source, corpus.target) == ("ja", "en") and len(corpus.train[0]) == 30
+    assert any("千" in ja or "百" in ja for ja in corpus.train[0])
+    assert "ja → en" in recipe.data_source()
+
+
 def test_paper_scale_without_data_is_a_one_line_error(tmp_path):
     proc = papercli(
         "reproduce", "transformer", "--scale", "paper", "--steps", "1",

@@ -86,7 +86,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from papercli.data.transforms import mixup_cutmix, random_resized_crop
+from papercli.data.transforms import mixup_cutmix, pad_crop_flip, random_resized_crop
+from papercli.metrics.classification import correct
 from papercli.models import create_model
 from papercli.models.deit import deit
 from papercli.recipes import vit
@@ -105,6 +106,9 @@ class DeiTConfig(ViTTrainConfig):
     mix_switch_prob: float = fraction(0.5, inclusive_one=True)  # CutMix, not Mixup, if both on
     teacher_mix: bool = False  # the teacher trains on the mixed images too (else on the plain ones)
     crop_scale: float = fraction(0.0)  # > 0: random-resized crops of (crop_scale, 1) of the area
+    # the teacher alone trains on shifted and flipped images (`augment` for both phases), so it
+    # does not memorise the plain training images its hard labels then describe
+    teacher_augment: bool = False
 
 
 PAPER = DeiTConfig(
@@ -145,14 +149,15 @@ class DeiTRecipe(ViTRecipe):
     def patch_arms(self) -> dict[str, nn.Module]:
         # DeiT-B/16 is ViT-B/16 (Table 1): `model` names the size; the distilled arm adds the token
         overrides = self.model_overrides()
-        return {
-            "deit": deit(self.cfg.model, distilled=True, **overrides),
-            "vit": create_model(self.cfg.model, **overrides),
-        }
+        plain = create_model(self.cfg.model, **overrides)
+        distilled = deit(self.cfg.model, distilled=True, **overrides)
+        distilled.copy_from(plain)  # the same start but for the distillation token and head
+        return {"deit": distilled, "vit": plain}
 
     def build_model(self) -> nn.Module:
         if not self.cfg.baseline.model:
             raise ValueError("DeiT distils from a teacher: set baseline.model (e.g. resnet20)")
+        self._flips = torch.zeros(2, dtype=torch.long, device=self.ctx.device)  # (≠ y, labels)
         return super().build_model()
 
     def schedule_steps(self, arm: str) -> int:
@@ -169,7 +174,11 @@ class DeiTRecipe(ViTRecipe):
         students see the identical mixed images; the teacher labels each one (Eq. 2)."""
         x, y = super().train_batch(step, micro)
         g = self.ctx.generator(step, stream=1_000 + self.ctx.shard(micro))  # not the crop stream
-        if self.cfg.crop_scale and self.cfg.dataset != "imagenet":
+        in_memory = self.cfg.dataset != "imagenet"
+        teacher_only = self.cfg.teacher_augment and not self.cfg.augment
+        if teacher_only and in_memory and step < self.teacher_steps:
+            x = pad_crop_flip(x, max(1, x.shape[-1] // 8), g)  # the shift `augment` takes
+        if self.cfg.crop_scale and in_memory:
             x = random_resized_crop(x, x.shape[-1], (self.cfg.crop_scale, 1.0), g)
         if self.mixing and (self.cfg.teacher_mix or step >= self.teacher_steps):
             x, y = mixup_cutmix(
@@ -197,6 +206,11 @@ class DeiTRecipe(ViTRecipe):
         model["teacher"].eval()  # frozen: BN statistics stay the teacher's
         with torch.no_grad():
             y_teacher = model["teacher"](x).argmax(-1)
+            # the only new information of a hard label: how often it differs from y
+            label = y.argmax(-1) if y.dim() == 2 else y
+            self._flips = self._flips + torch.stack(
+                [(y_teacher != label).sum(), label.new_tensor(len(label))]
+            )
         cls, dist = model["deit"](x)
         smoothing = self.cfg.label_smoothing
         return {
@@ -215,6 +229,32 @@ class DeiTRecipe(ViTRecipe):
             losses = trainer.accumulate(step, self.student_loss)
             trainer.step_optimizers(["deit", "vit"])
         return losses
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """ViT's metrics (the distilled arm's by its joint classifier), each of its heads alone on
+        the test images (Table 5 reports the class, distillation and joint classifiers), and the
+        share of the students' training labels so far on which the teacher's differs from y."""
+        metrics = super().evaluate(model)
+        if "deit" not in model:
+            return metrics
+        if self.cfg.dataset == "imagenet":
+            batches = torch.utils.data.DataLoader(
+                self.val_set, batch_size=250, num_workers=self.cfg.workers
+            )
+        else:
+            idx = self.eval_test_idx
+            batches = self._tensor_batches(self.test_x[idx], self.test_y[idx])
+        hits, count = torch.zeros(2, dtype=torch.float64), 0
+        for x, y in batches:
+            x, y = self._to_device(x), y.to(self.ctx.device)
+            heads = model["deit"].heads(x)
+            hits += torch.tensor([correct(out, y) for out in heads])
+            count += len(y)
+        metrics["deit_cls_acc"], metrics["deit_dist_acc"] = (hits / max(count, 1)).tolist()
+        flips, seen = self._flips.tolist()
+        if seen:
+            metrics["teacher_label_flips"] = flips / seen
+        return metrics
 
     def final_metrics(self, model: nn.Module, last_eval: dict[str, float]) -> dict[str, float]:
         m = dict(last_eval)

@@ -264,11 +264,11 @@ def test_deit_can_shift_and_flip_the_teachers_images_alone():
     from papercli.recipes.deit import DeiTRecipe
 
     recipe = _deit_on_eight_images()
-    plain = recipe._prepare(recipe.train_x)
     mini = vars(DeiTRecipe.scales["mini"])
     recipe.cfg = DeiTRecipe.config_class(
         **{**mini, "steps": 4, "augment": False, "teacher_augment": True}
     )
+    plain = recipe._prepare(recipe.train_x)
     assert not torch.equal(recipe.train_batch(1)[0], plain)  # phase 1: the teacher's
     assert torch.equal(recipe.train_batch(2)[0], plain)  # phase 2: the students' plain images
 
@@ -314,8 +314,8 @@ def test_train_samples_trains_on_a_fixed_subset(runner, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
 
 
-# real mini runs' last evaluations (seed 0; DeiT's gain there is within seed noise, see the recipe)
-DEIT_RECORDED = {"teacher_test_acc": 0.8816, "deit_test_acc": 0.8314, "vit_test_acc": 0.827}
+# real mini runs' last evaluations (seed 0)
+DEIT_RECORDED = {"teacher_test_acc": 0.8694, "deit_test_acc": 0.8154, "vit_test_acc": 0.8062}
 MIXER_RECORDED = {"mixer_test_acc": 0.8692, "vit_test_acc": 0.8478}
 
 
@@ -334,7 +334,7 @@ def test_verdict_logic_on_recorded_metrics():
     assert (
         verdict(evaluate_checks(deit_checks, _derived(DeiTRecipe, DEIT_RECORDED))) == "reproduced"
     )
-    no_gain = {**DEIT_RECORDED, "deit_test_acc": 0.8248}  # seed 1: the teacher did not help
+    no_gain = {**DEIT_RECORDED, "deit_test_acc": 0.8058}  # the teacher did not help
     rows = evaluate_checks(deit_checks, _derived(DeiTRecipe, no_gain))
     assert [r["metric"] for r in rows if not r["passed"]] == ["deit_minus_vit_acc"]
 

@@ -32,11 +32,28 @@ class DistilledVisionTransformer(VisionTransformer):
     def prefix(self, batch: int) -> list[torch.Tensor]:
         return [*super().prefix(batch), self.dist_token.expand(batch, -1, -1)]
 
+    @torch.no_grad()
+    def copy_from(self, vit: VisionTransformer) -> None:
+        """Start from a plain ViT's weights: every shared tensor is copied, the class token's and
+        the patches' position embeddings included, so the two models differ only in what the
+        distillation adds (its token, that token's position embedding and its head)."""
+        own = self.state_dict()
+        for name, value in vit.state_dict().items():
+            if name == "pos_embed":  # [class, patches] -> [class, (distillation), patches]
+                own[name][:, :1] = value[:, :1]
+                own[name][:, self.prefix_tokens :] = value[:, 1:]
+            else:
+                own[name].copy_(value)
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both heads' logits whatever the mode (Table 5 also reports each head alone)."""
+        z = self.norm(self.encode(x))
+        return self.head(z[:, 0]), self.head_dist(z[:, 1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Training: (class-head logits, distillation-head logits), the two terms of Eq. 2.
         Evaluation: the joint classifier, the mean of both heads' softmax as a log-probability."""
-        z = self.norm(self.encode(x))
-        cls, dist = self.head(z[:, 0]), self.head_dist(z[:, 1])
+        cls, dist = self.heads(x)
         if self.training:
             return cls, dist
         return torch.log((cls.float().softmax(-1) + dist.float().softmax(-1)) / 2)

@@ -231,7 +231,11 @@ pre-trained 50.6 / 53.6 / 59.7 / 64.0 % after 100 / 200 / 300 / 400 steps (scrat
 are cut short by the budget, and the seed that misses the floor is the one slowest to fine-tune
 (421 s with 20 evaluations), not one that diverges. More, smaller fine-tuning steps for the same
 texts (600 steps of 16, `--set finetune_batch_size=16`, 1,600 + 600) do not help: seed 1 60.0 vs
-52.7 % (+7.3; 56.3 % after 300 of them), 337 s.
+52.7 % (+7.3; 56.3 % after 300 of them), 337 s; nor does trading phase-1 steps for phase-2
+ones at the same cost (1,300 + 400): seed 1 57.6 vs 50.6 % (+7.0), 330 s; and 100 more
+fine-tuning steps (1,600 + 400, over the budget) move the pre-trained arm by ±3-4 points either
+way: seed 2 59.7 → 64.0 %, seed 1 65.2 → 62.7 % (vs 50.8 %; 363 s): its accuracy wanders around
+63-65 % from one 100 steps to the next, it does not climb.
 """
 
 from __future__ import annotations

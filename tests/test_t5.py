@@ -174,11 +174,11 @@ def test_the_prefix_and_the_target_text_follow_the_task():
 
 
 def test_text_to_text_rows_and_rank_classification():
-    recipe = _recipe(task="play")
+    recipe = _recipe(task="play", objective="span_corruption")
     rows, lengths = recipe.train_rows
     assert (rows[torch.arange(len(rows)), lengths - 1] == recipe.eot).all()  # end-of-sequence
 
-    _, x, y = recipe.train_batch(0)  # phase 1: span-corrupted windows
+    _, x, y = recipe.train_batch(0)  # phase 1: span-corrupted windows (the baseline's objective)
     assert x.shape == (4, 24 - 4 + 1) and (y[:, 0] == recipe.sentinel_ids[0]).all()
     bert = _recipe(task="play", objective="bert_style")
     windows = super(T5Recipe, bert).train_batch(0)[1]
@@ -186,7 +186,8 @@ def test_text_to_text_rows_and_rank_classification():
     assert x.shape == (4, 24) and torch.equal(y[:, :-1], windows)
     assert (x == bert.sentinel_ids[0]).any() and (y[:, -1] == bert.eot).all()
 
-    short = _recipe(task="play", pretrain_context=12)  # phase 1 on shorter windows only
+    # phase 1 on shorter windows only
+    short = _recipe(task="play", objective="span_corruption", pretrain_context=12)
     _, x, y = short.train_batch(0)
     assert x.shape == (4, 12 - 2 + 1) and short.train_rows[0].shape[1] == 24
 
@@ -199,6 +200,21 @@ def test_text_to_text_rows_and_rank_classification():
     # the fine-tuning loss is the true label's text, teacher-forced: the same log-likelihood
     true = -scores[torch.arange(5), labels].sum() / recipe.label_lengths[labels].sum()
     torch.testing.assert_close(loss, true)
+
+
+def test_the_mini_pretrains_bert_style_with_adafactor_at_half_the_papers_relative_step():
+    # Table 4's BERT-style objective; Adafactor at 1/sqrt(max(n, k)), k = 40,000: a constant 0.005
+    # through the 1,600 phase-1 steps (the paper's k = 10^4: 0.01), then the constant 1e-3 of
+    # Sec. 3.1.3 for the 300 fine-tuning steps; the scratch arm has no phase 1
+    recipe = _recipe()
+    assert (recipe.cfg.objective, recipe.cfg.optimizer) == ("bert_style", "adafactor")
+    assert (recipe.pretrain_steps, MINI.steps - recipe.pretrain_steps) == (1600, 300)
+    opts = recipe.configure_optimizers(recipe.build_model())
+    assert set(opts) == {"pretrained/pretrain", "pretrained/finetune", "scratch/finetune"}
+    opt, schedule = opts["pretrained/pretrain"]
+    assert isinstance(opt, torch.optim.Adafactor)
+    assert [schedule.lr_lambdas[0](n) for n in (0, 1599)] == [0.005, 0.005]
+    assert opts["scratch/finetune"].defaults["lr"] == 1e-3
 
 
 def test_two_steps_through_the_cli_do_not_reproduce(tmp_path):

@@ -52,6 +52,8 @@ Measured (one-thread CPU on a machine shared by three jobs; user seconds; not ti
     mini, seed 1   teacher 86.8 %  DeiT⚗ 81.4 % (81.5, 81.4)  ViT 80.1 %: +1.4   322 s user
     mini, seed 2   teacher 87.0 %  DeiT⚗ 81.6 % (81.2, 81.6)  ViT 80.8 %: +0.8   316 s user
     mini, seed 3   teacher 87.4 %  DeiT⚗ 82.2 % (82.1, 82.0)  ViT 81.2 %: +0.9   321 s user
+Timed as a user runs it (default threads, 2 idle cores): seed 0 DeiT⚗ 81.6 % vs ViT 80.6 % (+0.9),
+192 s wall; seed 1 81.4 % vs 80.0 % (+1.4), 188 s wall: every check passes.
 At step 1500 (half of phase 2) the gain is −0.3 / +1.5 / −1.7 / −0.0: it appears as the plain ViT
 overfits (its train error falls from 10-12 % to 3-4 %, the distilled one's to 7 %). The gain
 is the teacher's: with the distillation head trained on y instead (Sec. 4's "class token twice"

@@ -199,30 +199,23 @@ class ClassificationRecipe(Recipe):
         for start in range(0, len(xs), size):
             yield self._prepare(xs[start : start + size]), ys[start : start + size]
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
+    def eval_batches(self, split: str):
+        """The evaluated images of `split` ("test" or "train"): an image folder's loader, or the
+        in-memory subset `eval_test_idx` / `eval_train_idx` picks."""
         if self.cfg.dataset == "imagenet":
-            test, train = (
-                self._score(
-                    model,
-                    torch.utils.data.DataLoader(
-                        folder, batch_size=250, num_workers=self.cfg.workers
-                    ),
-                )
-                for folder in (self.val_set, self.train_eval_set)
+            folder = self.val_set if split == "test" else self.train_eval_set
+            return torch.utils.data.DataLoader(folder, batch_size=250, num_workers=self.cfg.workers)
+        if split == "test":
+            return self._tensor_batches(
+                self.test_x[self.eval_test_idx], self.test_y[self.eval_test_idx]
             )
-        else:
-            train = self._score(
-                model,
-                self._tensor_batches(
-                    self.train_x[self.eval_train_idx], self.train_y[self.eval_train_idx]
-                ),
-            )
-            test = self._score(
-                model,
-                self._tensor_batches(
-                    self.test_x[self.eval_test_idx], self.test_y[self.eval_test_idx]
-                ),
-            )
+        return self._tensor_batches(
+            self.train_x[self.eval_train_idx], self.train_y[self.eval_train_idx]
+        )
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        train = self._score(model, self.eval_batches("train"))
+        test = self._score(model, self.eval_batches("test"))
         metrics: dict[str, float] = {}
         for name in model:
             if name in train:

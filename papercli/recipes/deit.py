@@ -256,15 +256,8 @@ class DeiTRecipe(ViTRecipe):
         metrics = super().evaluate(model)
         if "deit" not in model:
             return metrics
-        if self.cfg.dataset == "imagenet":
-            batches = torch.utils.data.DataLoader(
-                self.val_set, batch_size=250, num_workers=self.cfg.workers
-            )
-        else:
-            idx = self.eval_test_idx
-            batches = self._tensor_batches(self.test_x[idx], self.test_y[idx])
         hits, count = torch.zeros(2, dtype=torch.float64), 0
-        for x, y in batches:
+        for x, y in self.eval_batches("test"):
             x, y = self._to_device(x), y.to(self.ctx.device)
             heads = model["deit"].heads(x)
             hits += torch.tensor([correct(out, y) for out in heads])

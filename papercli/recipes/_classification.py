@@ -150,9 +150,14 @@ class ClassificationRecipe(Recipe):
         idx = self.ctx.batch_indices(len(self.train_x), step, micro)
         x = self._prepare(self.train_x[idx])
         if self.cfg.augment:
-            pad = max(1, x.shape[-1] // 8)  # 4 px at 32 px (ResNet Section 4.2), in proportion
-            x = pad_crop_flip(x, pad, self.ctx.generator(step, stream=self.ctx.shard(micro)))
+            x = self.shift_flip(x, self.ctx.generator(step, stream=self.ctx.shard(micro)))
         return self._to_device(x), self.train_y[idx].to(self.ctx.device)
+
+    @staticmethod
+    def shift_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`augment`'s random shift and horizontal flip of in-memory images."""
+        pad = max(1, x.shape[-1] // 8)  # 4 px at 32 px (ResNet Section 4.2), in proportion
+        return pad_crop_flip(x, pad, generator)
 
     def _folder_batch(self, step: int, micro: int):
         position = (step, micro)

@@ -92,7 +92,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from papercli.data.transforms import mixup_cutmix, pad_crop_flip, random_resized_crop
+from papercli.data.transforms import mixup_cutmix, random_resized_crop
 from papercli.metrics.classification import correct
 from papercli.models import create_model
 from papercli.models.deit import deit
@@ -196,7 +196,7 @@ class DeiTRecipe(ViTRecipe):
         in_memory = self.cfg.dataset != "imagenet"
         teacher_only = self.cfg.teacher_augment and not self.cfg.augment
         if teacher_only and in_memory and step < self.teacher_steps:
-            x = pad_crop_flip(x, max(1, x.shape[-1] // 8), g)  # the shift `augment` takes
+            x = self.shift_flip(x, g)  # `augment`'s shift and flip, for the teacher alone
         if self.cfg.crop_scale and in_memory:
             x = random_resized_crop(x, x.shape[-1], (self.cfg.crop_scale, 1.0), g)
         if self.mixing and (self.cfg.teacher_mix or step >= self.teacher_steps):

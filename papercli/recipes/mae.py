@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from papercli.data.transforms import pad_crop_flip
 from papercli.errors import PapercliError
 from papercli.methods.mae import MAE, patchify, random_masking, unpatchify
 from papercli.models import create_model
@@ -151,8 +150,7 @@ class MAERecipe(ClassificationRecipe):
         ]
         x = self._prepare(self.train_x[idx])
         if self.cfg.augment:
-            pad = max(1, x.shape[-1] // 8)
-            x = pad_crop_flip(x, pad, self.ctx.generator(step, stream=self.ctx.shard(micro)))
+            x = self.shift_flip(x, self.ctx.generator(step, stream=self.ctx.shard(micro)))
         return self._to_device(x), self.train_y[idx].to(self.ctx.device)
 
     def units_in(self, batch) -> int:
